@@ -1,0 +1,155 @@
+"""tf.data pipelines over the TFRecords written by `input_pipeline.tfrecords`.
+
+Train: decode -> cache -> one shuffled, repeated stream per class -> mixed by
+`sample_from_datasets` to the oversampling target -> augment -> scale to [0, 1] ->
+batch -> prefetch. Validation and test: decode -> scale -> batch (no shuffling, no
+oversampling, no dropped remainder: every photograph is scored exactly once).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import augment as augment_lib
+from input_pipeline import tfrecords
+
+FEATURES = {
+    tfrecords.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    tfrecords.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    tfrecords.GRADE_KEY: tf.io.FixedLenFeature([], tf.int64),
+    tfrecords.DME_KEY: tf.io.FixedLenFeature([], tf.int64),
+    tfrecords.NAME_KEY: tf.io.FixedLenFeature([], tf.string),
+    tfrecords.SPLIT_KEY: tf.io.FixedLenFeature([], tf.string),
+    tfrecords.HASH_KEY: tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def decode(serialized: tf.Tensor, image_size: int) -> dict[str, tf.Tensor]:
+  """Parses one example into uint8 image (size, size, 3), label, grade and name."""
+  ex = tf.io.parse_single_example(serialized, FEATURES)
+  image = tf.io.decode_png(ex[tfrecords.IMAGE_KEY], channels=3)
+  image.set_shape([image_size, image_size, 3])
+  return dict(image=image, label=tf.cast(ex[tfrecords.LABEL_KEY], tf.int32),
+              grade=tf.cast(ex[tfrecords.GRADE_KEY], tf.int32), name=ex[tfrecords.NAME_KEY])
+
+
+def to_float(image: tf.Tensor) -> tf.Tensor:
+  """uint8 [0, 255] -> float32 [0, 1], the model's input range."""
+  return tf.cast(image, tf.float32) / 255.0
+
+
+def class_weights(counts: list[int], oversample: float | None) -> list[float]:
+  """Sampling weight of each class for a target mix.
+
+  Args:
+    counts: Training examples per class.
+    oversample: None or 0 keeps the natural mix. r in (0, 1] samples every class as if
+      it had at least r times the examples of the largest class: 1.0 is balanced.
+
+  Returns:
+    Weights summing to 1 (classes without examples get 0).
+  """
+  if oversample is not None and not 0.0 <= oversample <= 1.0:
+    raise ValueError(f'oversample must be in [0, 1] or None, got {oversample}')
+  largest = max(counts)
+  if oversample:
+    sizes = [max(n, oversample * largest) if n else 0 for n in counts]
+  else:
+    sizes = [float(n) for n in counts]
+  total = sum(sizes)
+  return [s / total for s in sizes]
+
+
+def _counts(manifest: dict[str, Any], split: str) -> list[int]:
+  per_class = manifest['counts'][split]['per_class']
+  return [per_class[c] for c in manifest['class_names']]
+
+
+@gin.configurable(module='datasets')
+def steps_per_epoch(manifest: dict[str, Any], batch_size: int,
+                    oversample: float | None = 1.0) -> int:
+  """Training steps that show as many examples as the oversampled training set holds."""
+  counts = _counts(manifest, 'train')
+  largest = max(counts)
+  if oversample:
+    total = sum(max(n, oversample * largest) for n in counts if n)
+  else:
+    total = sum(counts)
+  return max(1, math.ceil(total / batch_size))
+
+
+def _records(records_dir: str, split: str, image_size: int) -> tf.data.Dataset:
+  files = tfrecords.shard_paths(records_dir, split)
+  ds = tf.data.TFRecordDataset(files)
+  return ds.map(lambda s: decode(s, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@gin.configurable(module='datasets', denylist=['records_dir', 'split'])
+def make_dataset(records_dir: str, split: str, batch_size: int = 16,
+                 oversample: float | None = 1.0, augment: bool = True,
+                 augmentation: augment_lib.Augmentation | None = None, seed: int = 0,
+                 with_info: bool = False) -> tf.data.Dataset:
+  """Batched dataset of one split.
+
+  Args:
+    records_dir: Folder written by `tfrecords.build_tfrecords`.
+    split: 'train' (infinite, shuffled, oversampled, augmented), 'val' or 'test'
+      (one pass, in record order).
+    batch_size: Examples per batch.
+    oversample: Oversampling target of the training split (`class_weights`).
+    augment: Augment training images.
+    augmentation: Ranges of the augmentation; default `augment.Augmentation()`.
+    seed: Seed of shuffling, class sampling and augmentation.
+    with_info: Yield (image, label, info) with info = {'grade', 'name'}; else
+      (image, label).
+
+  Returns:
+    The dataset; images are float32 in [0, 1], labels int32.
+  """
+  manifest = tfrecords.read_manifest(records_dir)
+  image_size = manifest['params']['image_size']
+  ds = _records(records_dir, split, image_size)
+  if split == 'train':
+    counts = _counts(manifest, split)
+    weights = class_weights(counts, oversample)
+    streams, stream_weights = [], []
+    for c, (n, w) in enumerate(zip(counts, weights)):
+      if n == 0:
+        continue
+      # Decoded photographs of each class are cached in memory (about 200 kB each at
+      # 256 px), so PNG decoding happens once per run, not once per epoch.
+      stream = ds.filter(lambda ex, c=c: tf.equal(ex['label'], c)).cache()
+      streams.append(stream.shuffle(n, seed=seed + c, reshuffle_each_iteration=True)
+                     .repeat())
+      stream_weights.append(w)
+    ds = tf.data.Dataset.sample_from_datasets(streams, stream_weights, seed=seed,
+                                              stop_on_empty_dataset=False)
+    if augment:
+      aug = augmentation or augment_lib.Augmentation()
+      seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.cast(seed, tf.int64), i]))
+      ds = tf.data.Dataset.zip(ds, seeds).map(
+          lambda ex, s: dict(ex, image=augment_lib.tf_augment(ex['image'], s, aug)),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  elif split not in ('val', 'test'):
+    raise ValueError(f'unknown split {split!r}; use train, val or test')
+
+  def finish(ex):
+    image = to_float(ex['image'])
+    if with_info:
+      return image, ex['label'], dict(grade=ex['grade'], name=ex['name'])
+    return image, ex['label']
+
+  ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=False)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def labels_of(records_dir: str, split: str) -> np.ndarray:
+  """Labels of one split in record order (the order `make_dataset` yields)."""
+  ds = _records(records_dir, split, tfrecords.read_manifest(records_dir)['params']['image_size'])
+  return np.array([int(ex['label']) for ex in ds.as_numpy_iterator()], dtype=np.int32)

@@ -1,0 +1,238 @@
+"""Builds sharded TFRecords from an IDRiD folder.
+
+    <out_dir>/
+      manifest.json                 counts, parameters, source hashes, dropped, rejects
+      splits.csv                    split,name,grade,label,sha256 of every record
+      train-00000-of-00003.tfrecord ...
+      val-00000-of-00001.tfrecord
+      test-00000-of-00001.tfrecord
+
+The folder is written under a temporary name beside `out_dir` and renamed into place
+when complete, so an interrupted build never leaves a dataset that looks finished. A
+build whose inputs and parameters match an existing manifest reuses it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import gin
+import tensorflow as tf
+
+from input_pipeline import encode
+from input_pipeline import idrid
+from input_pipeline import integrity
+from input_pipeline import preprocessing
+
+MANIFEST = 'manifest.json'
+SPLITS_CSV = 'splits.csv'
+RECORD_SPLITS = ('train', 'val', 'test')
+# Bump when preprocessing or the record format changes, so old records are rebuilt.
+FORMAT_VERSION = 1
+
+# Feature keys.
+IMAGE_KEY = 'image/encoded'
+LABEL_KEY = 'image/label'
+GRADE_KEY = 'image/grade'
+DME_KEY = 'image/dme'
+NAME_KEY = 'image/name'
+SPLIT_KEY = 'image/split'
+HASH_KEY = 'image/sha256'
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def serialize(encoded: bytes, label: int, record: idrid.Record, split: str,
+              digest: str) -> bytes:
+  """One tf.train.Example for a preprocessed photograph."""
+  return tf.train.Example(features=tf.train.Features(feature={
+      IMAGE_KEY: _bytes(encoded), LABEL_KEY: _int(label), GRADE_KEY: _int(record.grade),
+      DME_KEY: _int(record.dme), NAME_KEY: _bytes(record.name.encode()),
+      SPLIT_KEY: _bytes(split.encode()), HASH_KEY: _bytes(digest.encode()),
+  })).SerializeToString()
+
+
+def _fingerprint(params: dict[str, Any], sources: dict[str, str]) -> str:
+  blob = json.dumps({'params': params, 'sources': sources, 'version': FORMAT_VERSION},
+                    sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_manifest(records_dir: str) -> dict[str, Any]:
+  """Loads `manifest.json` of a records folder."""
+  path = os.path.join(records_dir, MANIFEST)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no TFRecords here (missing {path}); build them with '
+                            'python -m input_pipeline.make_tfrecords')
+  with open(path) as f:
+    return json.load(f)
+
+
+def shard_paths(records_dir: str, split: str) -> list[str]:
+  """Absolute paths of one split's shards, from the manifest."""
+  manifest = read_manifest(records_dir)
+  if split not in manifest['shards']:
+    raise ValueError(f'unknown split {split!r}; records hold {sorted(manifest["shards"])}')
+  return [os.path.join(records_dir, s) for s in manifest['shards'][split]]
+
+
+def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
+                    num_workers: int) -> list[tuple[bytes | None, str]]:
+  results: list[tuple[bytes | None, str]] = [(None, '')] * len(paths)
+  start, step = time.time(), max(1, len(paths) // 10)
+  ctx = multiprocessing.get_context('spawn')
+  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
+    futures = {pool.submit(encode.preprocess_to_png, p, size, contrast): i
+               for i, p in enumerate(paths)}
+    for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+      results[futures[future]] = future.result()
+      if done % step == 0 or done == len(paths):
+        elapsed = time.time() - start
+        logging.info('preprocessed %d/%d photographs (%.1f s, %.1f images/s)',
+                     done, len(paths), elapsed, done / max(elapsed, 1e-9))
+  return results
+
+
+@gin.configurable(module='tfrecords', denylist=['data_dir', 'out_dir'])
+def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
+                    contrast: str | None = None, label_mapping: str = 'binary',
+                    val_fraction: float = 0.2, split_seed: int = 0,
+                    shard_size: int = 128, strict: bool = False,
+                    num_workers: int | None = None,
+                    force: bool = False) -> dict[str, Any]:
+  """Builds (or reuses) the TFRecords of an IDRiD folder.
+
+  Args:
+    data_dir: IDRiD folder (see `input_pipeline.idrid`).
+    out_dir: Records folder to create.
+    image_size: Side of the square preprocessed images, in pixels.
+    contrast: Contrast normalisation (`preprocessing.apply_contrast`), or None.
+    label_mapping: 'binary' (NRDR 0-1 / RDR 2-4) or 'grades'.
+    val_fraction: Share of training groups moved to validation, per grade.
+    split_seed: Seed of the validation split.
+    shard_size: Examples per shard.
+    strict: Fail on the first unusable photograph instead of rejecting it.
+    num_workers: Preprocessing processes; default: all cores.
+    force: Rebuild even if matching records exist.
+
+  Returns:
+    The manifest.
+
+  Raises:
+    idrid.DataError: Missing folder, bad label file, empty split, or (strict) an
+      unusable photograph.
+  """
+  start = time.time()
+  map_label = idrid.label_fn(label_mapping)
+  records, rejects = idrid.load_records(data_dir)
+  if strict and rejects:
+    raise idrid.DataError(f'{rejects[0].path}: {rejects[0].reason}')
+  hashes = {r.path: integrity.file_hash(r.path) for r in records}
+  params = dict(image_size=image_size, contrast=contrast, label_mapping=label_mapping,
+                val_fraction=val_fraction, split_seed=split_seed, shard_size=shard_size,
+                strict=strict)
+  sources = {f'{r.split}/{r.name}': hashes[r.path] for r in records}
+  fingerprint = _fingerprint(params, sources)
+  manifest_path = os.path.join(out_dir, MANIFEST)
+  if os.path.isfile(manifest_path) and not force:
+    existing = read_manifest(out_dir)
+    if existing.get('fingerprint') == fingerprint:
+      logging.info('reusing TFRecords in %s (inputs and parameters unchanged)', out_dir)
+      existing['reused'] = True
+      return existing
+    logging.info('inputs or parameters changed: rebuilding %s', out_dir)
+  elif os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
+    raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
+                          'choose another --out_dir')
+
+  groups, test, dropped = integrity.deduplicate(records, hashes, map_label)
+  train, val = integrity.split_train_val(groups, val_fraction, split_seed)
+  by_split = {'train': train, 'val': val, 'test': test}
+  ordered = [(s, r) for s in RECORD_SPLITS for r in by_split[s]]
+  logging.info('preprocessing %d photographs from %s to %dx%d', len(ordered), data_dir,
+               image_size, image_size)
+  results = _preprocess_all([r.path for _, r in ordered], image_size, contrast,
+                            num_workers or os.cpu_count() or 1)
+
+  kept = {s: [] for s in RECORD_SPLITS}
+  reject_rows = [dict(split=r.split, name=r.name, file=r.path, reason=r.reason)
+                 for r in rejects]
+  for (split, record), (encoded, error) in zip(ordered, results):
+    if encoded is None:
+      logging.warning('rejected %s', error)
+      if strict:
+        raise idrid.DataError(error)
+      reject_rows.append(dict(split=record.split, name=record.name, file=record.path,
+                              reason=error))
+    else:
+      kept[split].append((record, encoded))
+  for split in RECORD_SPLITS:
+    if not kept[split] and not (split == 'val' and val_fraction == 0):
+      raise idrid.DataError(f'split {split} is empty after removing duplicates and '
+                            f'rejects ({data_dir})')
+
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
+  try:
+    shards, counts = {}, {}
+    class_names = idrid.CLASS_NAMES[label_mapping]
+    for split in RECORD_SPLITS:
+      items = kept[split]
+      n_shards = max(1, -(-len(items) // shard_size))
+      shards[split] = []
+      for k in range(n_shards):
+        name = f'{split}-{k:05d}-of-{n_shards:05d}.tfrecord'
+        with tf.io.TFRecordWriter(os.path.join(tmp_dir, name)) as writer:
+          for record, encoded in items[k * shard_size:(k + 1) * shard_size]:
+            writer.write(serialize(encoded, map_label(record.grade), record, split,
+                                   hashes[record.path]))
+        shards[split].append(name)
+      per_class = {c: 0 for c in class_names}
+      per_grade = {str(g): 0 for g in idrid.GRADES}
+      for record, _ in items:
+        per_class[class_names[map_label(record.grade)]] += 1
+        per_grade[str(record.grade)] += 1
+      counts[split] = dict(total=len(items), per_class=per_class, per_grade=per_grade)
+    with open(os.path.join(tmp_dir, SPLITS_CSV), 'w') as f:
+      f.write('split,name,grade,label,sha256\n')
+      for split in RECORD_SPLITS:
+        for record, _ in kept[split]:
+          f.write(f'{split},{record.name},{record.grade},{map_label(record.grade)},'
+                  f'{hashes[record.path]}\n')
+    manifest = dict(
+        format_version=FORMAT_VERSION, fingerprint=fingerprint, data_dir=os.path.abspath(data_dir),
+        params=params, class_names=list(class_names), counts=counts, shards=shards,
+        dropped=[dict(split=d.split, name=d.name, file=d.path, reason=d.reason)
+                 for d in dropped],
+        rejected=reject_rows, sources=sources, build_seconds=round(time.time() - start, 2))
+    with open(os.path.join(tmp_dir, MANIFEST), 'w') as f:
+      json.dump(manifest, f, indent=2)
+    old_dir = None
+    if os.path.exists(out_dir):
+      old_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
+      os.rename(out_dir, os.path.join(old_dir, 'records'))
+    os.rename(tmp_dir, out_dir)
+    if old_dir:
+      shutil.rmtree(old_dir, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  manifest['reused'] = False
+  logging.info('wrote TFRecords to %s in %.1f s', out_dir, manifest['build_seconds'])
+  return manifest
