@@ -1,0 +1,72 @@
+"""Model registry: architectures are looked up by name, never through if/elif chains.
+
+A builder is any function `builder(input_shape, num_classes) -> keras.Model` (further keyword
+arguments come from gin). Register it once, at import time of its module:
+
+  @register('my_net')
+  @gin.configurable(module='my_net', denylist=['input_shape', 'num_classes'])
+  def build_my_net(input_shape, num_classes, width: int = 32) -> keras.Model:
+    ...
+
+and choose it in a gin file with `models.build_model.name = 'my_net'`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import gin
+import keras
+
+_MODELS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., keras.Model]],
+                                    Callable[..., keras.Model]]:
+  """Returns a decorator that registers a model builder under `name`.
+
+  Args:
+    name: The key `build_model(name=...)` will find the builder under.
+
+  Returns:
+    A decorator that records the builder and returns it unchanged.
+
+  Raises:
+    ValueError: If another builder is already registered under `name`.
+  """
+
+  def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    if name in _MODELS and _MODELS[name] is not builder:
+      raise ValueError(f'a model builder is already registered as {name!r}')
+    _MODELS[name] = builder
+    return builder
+
+  return decorator
+
+
+def available() -> list[str]:
+  """Returns the registered model names, sorted."""
+  return sorted(_MODELS)
+
+
+@gin.configurable(module='models')
+def build_model(name: str = 'resnet_v2',
+                input_shape: Sequence[int] = (256, 256, 3),
+                num_classes: int = 2) -> keras.Model:
+  """Builds the registered model `name`.
+
+  Args:
+    name: A registered model name, see `available()`.
+    input_shape: (height, width, channels) of one input image.
+    num_classes: Number of output classes (2 for NRDR/RDR, 5 for the grades).
+
+  Returns:
+    An uncompiled `keras.Model` whose output is the softmax over the classes.
+
+  Raises:
+    ValueError: If `name` is not registered; the message lists the registered names.
+  """
+  if name not in _MODELS:
+    raise ValueError(
+        f'unknown model {name!r}; available models: {", ".join(available()) or "(none)"}')
+  return _MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)

@@ -1,0 +1,188 @@
+"""Simplified ResNetV2 (pre-activation residual units), built from a spec table.
+
+Layer graph for the default spec 'simplified' on 256x256x3 inputs (Keras functional API, so
+Grad-CAM can read any intermediate output by layer name):
+
+  image            256x256x3   float32 in [0, 1]; the model does no further scaling
+  stem_conv        128x128x16  7x7, stride 2, no bias
+  stem_bn, stem_relu
+  stem_pool        64x64x16    3x3 max-pool, stride 2
+  block_group_l1   32x32x16    one pre-activation unit per stage, first one strided
+  block_group_l2   16x16x32
+  block_group_l3   8x8x64
+  final_bn, final_relu  8x8x64  <- LAST_CONV_LAYER, the feature map Grad-CAM explains
+  avg_pool         64
+  dropout          (only when dropout > 0)
+  logits           num_classes  Dense, linear
+  predictions      num_classes  softmax (float32)
+
+A pre-activation unit `block_group_l{i}_block{j}`:
+
+  x -> bn1 -> relu1 -+-> conv1 (3x3, stride s) -> bn2 -> relu2 -> conv2 (3x3) -> add
+                     |                                                           ^
+                     +-> shortcut (1x1 conv, stride s) when the shape changes ----+
+  x ------------------ identity otherwise ----------------------------------------+
+
+The projection shortcut reads the pre-activated input, as in He et al. 2016 ("Identity
+Mappings in Deep Residual Networks") and `keras.applications.ResNet50V2`. Convolutions carry
+no bias, since a batch normalisation always follows them (directly or in the next unit).
+
+No Rescaling/Normalization layer: the input pipeline already delivers [0, 1] floats and
+`stem_bn` standardises the first feature map, so a fixed input scaling would add nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import keras
+
+from models import registry
+
+LAST_CONV_LAYER = 'final_relu'
+
+# name -> ((filters, blocks, first stride), ...) for each stage, as in Model Garden's
+# RESNET_SPECS. 'simplified' is the reference architecture.
+RESNET_V2_SPECS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    'simplified': ((16, 1, 2), (32, 1, 2), (64, 1, 2)),
+    'simplified_wide': ((32, 1, 2), (64, 1, 2), (128, 1, 2)),
+    'simplified_deep': ((16, 2, 2), (32, 2, 2), (64, 2, 2)),
+}
+
+_BN_MOMENTUM = 0.99
+_BN_EPSILON = 1.001e-5
+
+
+def _regularizer(weight_decay: float) -> keras.regularizers.Regularizer | None:
+  return keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+
+
+def _conv(filters: int, kernel_size: int, strides: int, name: str,
+          weight_decay: float) -> keras.layers.Conv2D:
+  return keras.layers.Conv2D(
+      filters, kernel_size, strides=strides, padding='same', use_bias=False,
+      kernel_initializer='he_normal', kernel_regularizer=_regularizer(weight_decay),
+      name=name)
+
+
+def _bn(name: str) -> keras.layers.BatchNormalization:
+  return keras.layers.BatchNormalization(
+      momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+
+
+def _preact_unit(x: keras.KerasTensor, filters: int, strides: int, name: str,
+                 weight_decay: float) -> keras.KerasTensor:
+  """One pre-activation residual unit (BN -> ReLU -> conv, twice) named `name`_*."""
+  preact = _bn(f'{name}_bn1')(x)
+  preact = keras.layers.ReLU(name=f'{name}_relu1')(preact)
+  if strides != 1 or x.shape[-1] != filters:
+    shortcut = _conv(filters, 1, strides, f'{name}_shortcut', weight_decay)(preact)
+  else:
+    shortcut = x
+  y = _conv(filters, 3, strides, f'{name}_conv1', weight_decay)(preact)
+  y = _bn(f'{name}_bn2')(y)
+  y = keras.layers.ReLU(name=f'{name}_relu2')(y)
+  y = _conv(filters, 3, 1, f'{name}_conv2', weight_decay)(y)
+  return keras.layers.Add(name=f'{name}_add')([shortcut, y])
+
+
+def resolve_stages(spec: str,
+                   widths: Sequence[int] | None = None,
+                   blocks_per_stage: Sequence[int] | int | None = None
+                   ) -> list[tuple[int, int, int]]:
+  """Returns the (filters, blocks, first stride) of each stage after the overrides.
+
+  Args:
+    spec: A key of `RESNET_V2_SPECS`.
+    widths: Filters per stage, replacing the spec's; one value per stage.
+    blocks_per_stage: Units per stage, replacing the spec's: one value per stage, or one
+      int for all stages.
+
+  Returns:
+    One (filters, blocks, stride) tuple per stage.
+
+  Raises:
+    ValueError: For an unknown spec, or overrides whose length does not match the spec's
+      number of stages, or non-positive values.
+  """
+  if spec not in RESNET_V2_SPECS:
+    raise ValueError(
+        f'unknown ResNetV2 spec {spec!r}; available: {", ".join(sorted(RESNET_V2_SPECS))}')
+  stages = RESNET_V2_SPECS[spec]
+  num_stages = len(stages)
+  filters = [s[0] for s in stages] if widths is None else [int(w) for w in widths]
+  if blocks_per_stage is None:
+    blocks = [s[1] for s in stages]
+  elif isinstance(blocks_per_stage, int):
+    blocks = [blocks_per_stage] * num_stages
+  else:
+    blocks = [int(b) for b in blocks_per_stage]
+  for what, values in (('widths', filters), ('blocks_per_stage', blocks)):
+    if len(values) != num_stages:
+      raise ValueError(f'{what} has {len(values)} values but spec {spec!r} has '
+                       f'{num_stages} stages')
+    if any(v < 1 for v in values):
+      raise ValueError(f'{what} must be positive, got {values}')
+  return [(f, b, s[2]) for f, b, s in zip(filters, blocks, stages)]
+
+
+@registry.register('resnet_v2')
+@gin.configurable(module='resnet_v2', denylist=['input_shape', 'num_classes'])
+def build_resnet_v2(input_shape: Sequence[int],
+                    num_classes: int,
+                    spec: str = 'simplified',
+                    widths: Sequence[int] | None = None,
+                    blocks_per_stage: Sequence[int] | int | None = None,
+                    stem_filters: int = 16,
+                    dropout: float = 0.0,
+                    weight_decay: float = 0.0) -> keras.Model:
+  """Builds a simplified ResNetV2 classifier (see the module docstring for the graph).
+
+  Args:
+    input_shape: (height, width, channels) of one image; values in [0, 1].
+    num_classes: Number of classes of the softmax head.
+    spec: A key of `RESNET_V2_SPECS`.
+    widths: Filters per stage, overriding the spec's.
+    blocks_per_stage: Residual units per stage (a sequence, or one int for all stages),
+      overriding the spec's.
+    stem_filters: Filters of the 7x7 stem convolution.
+    dropout: Dropout rate before the classifier; no dropout layer when 0.
+    weight_decay: L2 factor on every conv and dense kernel (loss += wd * sum(w**2));
+      no regulariser when 0.
+
+  Returns:
+    An uncompiled functional `keras.Model` named 'resnet_v2_<spec>' mapping images to
+    class probabilities; the layer 'logits' holds the pre-softmax scores.
+
+  Raises:
+    ValueError: For an unknown spec, inconsistent overrides or invalid rates/sizes.
+  """
+  stages = resolve_stages(spec, widths, blocks_per_stage)
+  if num_classes < 1:
+    raise ValueError(f'num_classes must be positive, got {num_classes}')
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f'dropout must be in [0, 1), got {dropout}')
+  if weight_decay < 0:
+    raise ValueError(f'weight_decay must be >= 0, got {weight_decay}')
+
+  inputs = keras.Input(shape=tuple(input_shape), dtype='float32', name='image')
+  x = _conv(stem_filters, 7, 2, 'stem_conv', weight_decay)(inputs)
+  x = _bn('stem_bn')(x)
+  x = keras.layers.ReLU(name='stem_relu')(x)
+  x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')(x)
+
+  for i, (filters, blocks, stride) in enumerate(stages, start=1):
+    for j in range(1, blocks + 1):
+      x = _preact_unit(x, filters, stride if j == 1 else 1,
+                       f'block_group_l{i}_block{j}', weight_decay)
+
+  x = _bn('final_bn')(x)
+  x = keras.layers.ReLU(name=LAST_CONV_LAYER)(x)
+  x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+  if dropout > 0:
+    x = keras.layers.Dropout(dropout, name='dropout')(x)
+  x = keras.layers.Dense(
+      num_classes, kernel_regularizer=_regularizer(weight_decay), name='logits')(x)
+  outputs = keras.layers.Activation('softmax', dtype='float32', name='predictions')(x)
+  return keras.Model(inputs, outputs, name=f'resnet_v2_{spec}')
