@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -70,7 +69,6 @@ def _counts(manifest: dict[str, Any], split: str) -> list[int]:
   return [per_class[c] for c in manifest['class_names']]
 
 
-@gin.configurable(module='datasets')
 def steps_per_epoch(manifest: dict[str, Any], batch_size: int,
                     oversample: float | None = 1.0) -> int:
   """Training steps that show as many examples as the oversampled training set holds."""
@@ -89,7 +87,6 @@ def _records(records_dir: str, split: str, image_size: int) -> tf.data.Dataset:
   return ds.map(lambda s: decode(s, image_size), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-@gin.configurable(module='datasets', denylist=['records_dir', 'split'])
 def make_dataset(records_dir: str, split: str, batch_size: int = 16,
                  oversample: float | None = 1.0, augment: bool = True,
                  augmentation: augment_lib.Augmentation | None = None, seed: int = 0,
@@ -103,7 +100,8 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
     batch_size: Examples per batch.
     oversample: Oversampling target of the training split (`class_weights`).
     augment: Augment training images.
-    augmentation: Ranges of the augmentation; default `augment.Augmentation()`.
+    augmentation: Ranges of the augmentation; default `augment.Augmentation()`, whose
+      fields gin sets (`augment.Augmentation.rotation = 90.0`).
     seed: Seed of shuffling, class sampling and augmentation.
     with_info: Yield (image, label, info) with info = {'grade', 'name'}; else
       (image, label).

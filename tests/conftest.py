@@ -40,3 +40,23 @@ def idrid_fullres() -> pathlib.Path:
 @pytest.fixture
 def idrid_seg() -> pathlib.Path:
   return _require(IDRID_SEG)
+
+
+@pytest.fixture(scope='session')
+def synthetic_dir(tmp_path_factory) -> pathlib.Path:
+  """A small synthetic IDRiD-layout dataset (36 train, 12 test, 160x106), made once."""
+  from input_pipeline import synthetic
+  out = tmp_path_factory.mktemp('synthetic') / 'idrid'
+  synthetic.generate(str(out), num_train=36, num_test=12, width=160, height=106, seed=1)
+  return out
+
+
+@pytest.fixture(scope='session')
+def synthetic_records(synthetic_dir, tmp_path_factory) -> pathlib.Path:
+  """TFRecords of `synthetic_dir` at 64 px, built once."""
+  from input_pipeline import tfrecords
+  out = tmp_path_factory.mktemp('records') / 'tfr'
+  gin.clear_config()
+  tfrecords.build_tfrecords(str(synthetic_dir), str(out), image_size=64, shard_size=8,
+                            num_workers=1)
+  return out

@@ -1,0 +1,130 @@
+"""Evaluates a run's best checkpoint on validation and test."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, Sequence
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from evaluation import metrics as metrics_lib
+from evaluation import plots
+from input_pipeline import datasets
+from training import run_dir as rd
+
+
+def load_best_model(run_dir: str) -> keras.Model:
+  """The best checkpoint of a run (weights and architecture, no optimizer)."""
+  path = os.path.join(run_dir, rd.BEST_MODEL)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no checkpoint in {run_dir} (missing {path}); train it first')
+  return keras.models.load_model(path, compile=False)
+
+
+def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 32
+            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Probabilities, labels and names of every photograph of a split, in record order."""
+  probs, labels, names = [], [], []
+  ds = datasets.make_dataset(records_dir, split, batch_size=batch_size, with_info=True)
+  for images, y, info in ds:
+    probs.append(model(images, training=False).numpy())
+    labels.append(y.numpy())
+    names.extend(n.decode() for n in info['name'].numpy())
+  if not names:
+    raise ValueError(f'split {split} of {records_dir} is empty')
+  return np.concatenate(probs), np.concatenate(labels), names
+
+
+def _write_predictions(path: str, names, labels, probs, class_names) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['name', 'label'] + [f'p_{c}' for c in class_names])
+    for name, label, p in zip(names, labels, probs):
+      writer.writerow([name, int(label)] + [f'{v:.6f}' for v in p])
+
+
+def format_table(results: dict[str, Any]) -> str:
+  """The printed summary: one row per split."""
+  keys = [k for k in ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity',
+                      'precision', 'f1', 'roc_auc', 'quadratic_kappa')
+          if any(k in m for m in results['splits'].values())]
+  header = f'{"split":<6}{"n":>5}' + ''.join(f'{k[:17]:>19}' for k in keys)
+  rows = [header]
+  for split, m in results['splits'].items():
+    rows.append(f'{split:<6}{m["n"]:>5}' + ''.join(f'{m.get(k, float("nan")):>19.4f}'
+                                                   for k in keys))
+  if 'threshold' in results:
+    rows.append(f'decision threshold on P(RDR): {results["threshold"]:.4f} '
+                f'({results["threshold_rule"]} rule on validation)')
+  return '\n'.join(rows)
+
+
+@gin.configurable(module='evaluate', denylist=['run_dir'])
+def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
+             threshold_rule: str = 'youden', min_sensitivity: float = 0.9,
+             batch_size: int = 32, write_figures: bool = True,
+             extra_outputs=None) -> dict[str, Any]:
+  """Evaluates the best checkpoint; writes metrics.json, predictions, figures, summaries.
+
+  Args:
+    run_dir: A run directory written by `training.trainer.train`.
+    splits: Splits to evaluate. The decision threshold is chosen on 'val' and
+      applied unchanged to the others.
+    threshold_rule: See `evaluation.metrics.choose_threshold` (binary task only).
+    min_sensitivity: Target of the 'sensitivity' rule.
+    batch_size: Photographs per forward pass.
+    write_figures: Write PNG figures and TensorBoard images.
+    extra_outputs: Optional callable (model, run_dir, records_dir, predictions) run
+      after the metrics (used for Grad-CAM galleries).
+
+  Returns:
+    The content of metrics.json.
+  """
+  info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
+  records_dir, class_names = info['records_dir'], info['class_names']
+  model = load_best_model(run_dir)
+  binary = len(class_names) == 2
+  preds = {s: predict(model, records_dir, s, batch_size) for s in splits}
+  results: dict[str, Any] = dict(run_dir=os.path.abspath(run_dir),
+                                 checkpoint_epoch=info.get('best', {}).get('epoch'),
+                                 class_names=class_names, splits={})
+  if binary:
+    if 'val' in preds:
+      threshold = metrics_lib.choose_threshold(preds['val'][1], preds['val'][0][:, 1],
+                                               threshold_rule, min_sensitivity)
+    else:
+      threshold_rule, threshold = 'argmax', 0.5
+      logging.warning('no validation split evaluated: using the argmax threshold 0.5')
+    results.update(threshold=threshold, threshold_rule=threshold_rule)
+  for split, (probs, labels, names) in preds.items():
+    if binary:
+      m = metrics_lib.binary_metrics(labels, probs[:, 1], threshold)
+      m['at_argmax'] = metrics_lib.binary_metrics(labels, probs[:, 1], 0.5)
+    else:
+      m = metrics_lib.multiclass_metrics(labels, probs)
+    results['splits'][split] = m
+    _write_predictions(os.path.join(run_dir, f'predictions_{split}.csv'), names, labels,
+                       probs, class_names)
+  if write_figures:
+    plots.write_figures(run_dir, results, preds, class_names)
+  if extra_outputs is not None:
+    extra_outputs(model, run_dir, records_dir, preds)
+  rd.write_json(os.path.join(run_dir, rd.METRICS), results)
+  _write_summaries(os.path.join(run_dir, rd.EVAL_DIR), results,
+                   step=results['checkpoint_epoch'] or 0)
+  return results
+
+
+def _write_summaries(log_dir: str, results: dict[str, Any], step: int) -> None:
+  writer = tf.summary.create_file_writer(log_dir)
+  with writer.as_default():
+    for split, m in results['splits'].items():
+      for key, value in m.items():
+        if isinstance(value, float) and np.isfinite(value):
+          tf.summary.scalar(f'{split}/{key}', value, step=step)
+  writer.flush()

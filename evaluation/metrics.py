@@ -1,0 +1,75 @@
+"""Classification metrics from sklearn.metrics, and the decision-threshold rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as sk
+
+THRESHOLD_RULES = ('argmax', 'youden', 'sensitivity')
+
+
+def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden',
+                     min_sensitivity: float = 0.9) -> float:
+  """Decision threshold on P(RDR), chosen on validation data.
+
+  Args:
+    labels: Binary labels (1 = RDR).
+    probs: P(RDR) per photograph.
+    rule: 'argmax' (0.5, the softmax decision), 'youden' (maximises sensitivity +
+      specificity, i.e. balanced accuracy), or 'sensitivity' (the highest threshold
+      reaching `min_sensitivity`).
+    min_sensitivity: Target of the 'sensitivity' rule.
+
+  Returns:
+    A threshold t: photographs with P(RDR) >= t are called RDR.
+  """
+  if rule == 'argmax':
+    return 0.5
+  if rule not in THRESHOLD_RULES:
+    raise ValueError(f'unknown threshold rule {rule!r}; choose one of {THRESHOLD_RULES}')
+  if len(np.unique(labels)) < 2:
+    raise ValueError(f'threshold rule {rule!r} needs both classes in the validation split')
+  fpr, tpr, thresholds = sk.roc_curve(labels, probs)
+  finite = np.isfinite(thresholds)
+  fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
+  if rule == 'youden':
+    best = np.flatnonzero(tpr - fpr == np.max(tpr - fpr))
+    # Among ties, the middle of the tied range is the least fragile choice.
+    return float(thresholds[best[len(best) // 2]])
+  reaching = np.flatnonzero(tpr >= min_sensitivity)
+  return float(thresholds[reaching[0]])
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
+                   ) -> dict[str, Any]:
+  """Metrics of the binary NRDR (0) / RDR (1) task at one threshold."""
+  labels = np.asarray(labels).astype(int)
+  probs = np.asarray(probs, dtype=float)
+  preds = (probs >= threshold).astype(int)
+  both = len(np.unique(labels)) == 2
+  return dict(
+      n=int(len(labels)), threshold=float(threshold),
+      accuracy=float(sk.accuracy_score(labels, preds)),
+      balanced_accuracy=float(sk.balanced_accuracy_score(labels, preds)),
+      sensitivity=float(sk.recall_score(labels, preds, pos_label=1, zero_division=0)),
+      specificity=float(sk.recall_score(labels, preds, pos_label=0, zero_division=0)),
+      precision=float(sk.precision_score(labels, preds, pos_label=1, zero_division=0)),
+      f1=float(sk.f1_score(labels, preds, pos_label=1, zero_division=0)),
+      roc_auc=float(sk.roc_auc_score(labels, probs)) if both else float('nan'),
+      confusion_matrix=sk.confusion_matrix(labels, preds, labels=[0, 1]).tolist())
+
+
+def multiclass_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+  """Metrics of the 5-grade task (argmax decisions)."""
+  labels = np.asarray(labels).astype(int)
+  preds = np.argmax(probs, axis=1)
+  k = probs.shape[1]
+  return dict(
+      n=int(len(labels)),
+      accuracy=float(sk.accuracy_score(labels, preds)),
+      balanced_accuracy=float(sk.balanced_accuracy_score(labels, preds)),
+      quadratic_kappa=float(sk.cohen_kappa_score(labels, preds, weights='quadratic')),
+      f1_macro=float(sk.f1_score(labels, preds, average='macro', zero_division=0)),
+      confusion_matrix=sk.confusion_matrix(labels, preds, labels=list(range(k))).tolist())

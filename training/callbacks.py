@@ -1,0 +1,112 @@
+"""Callbacks: console progress, validation confusion matrix image, best-value memory."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+from sklearn import metrics as sk_metrics
+import tensorflow as tf
+
+from training import run_dir as rd
+
+
+class EpochLogger(keras.callbacks.Callback):
+  """One log line per epoch: epoch, time, and the logged metrics."""
+
+  def __init__(self, epochs: int):
+    super().__init__()
+    self.epochs = epochs
+    self._start = 0.0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.time()
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    keys = ('loss', 'balanced_accuracy', 'auc', 'val_loss', 'val_balanced_accuracy',
+            'val_auc')
+    text = ' '.join(f'{k} {logs[k]:.4f}' for k in keys if k in logs)
+    logging.info('epoch %d/%d (%.1f s): %s', epoch + 1, self.epochs,
+                 time.time() - self._start, text)
+
+
+class BestValue(keras.callbacks.Callback):
+  """Records the best monitored value in checkpoints/best.json, for resumed runs."""
+
+  def __init__(self, run_dir: str, monitor: str, mode: str):
+    super().__init__()
+    self.path = os.path.join(run_dir, rd.BEST_INFO)
+    self.monitor, self.mode = monitor, mode
+    self.best = read_best(run_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None:
+      return
+    better = (self.best is None or
+              (value > self.best if self.mode == 'max' else value < self.best))
+    if better:
+      self.best = float(value)
+      rd.write_json(self.path, dict(monitor=self.monitor, value=self.best, epoch=epoch + 1))
+
+
+def read_best(run_dir: str) -> float | None:
+  path = os.path.join(run_dir, rd.BEST_INFO)
+  return rd.read_json(path)['value'] if os.path.isfile(path) else None
+
+
+def confusion_figure(matrix: np.ndarray, class_names, title: str):
+  """A matplotlib figure of a confusion matrix with counts."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(class_names),) * 2)
+  ax.imshow(matrix, cmap='Blues')
+  ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
+  ax.set_yticks(range(len(class_names)), class_names)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title(title)
+  for (i, j), v in np.ndenumerate(matrix):
+    ax.text(j, i, str(v), ha='center', va='center',
+            color='white' if v > matrix.max() / 2 else 'black')
+  fig.tight_layout()
+  return fig
+
+
+def figure_to_image(fig) -> np.ndarray:
+  """Renders a figure to a uint8 RGBA array and closes it."""
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100)
+  plt.close(fig)
+  return tf.io.decode_png(buf.getvalue(), channels=4).numpy()
+
+
+class ConfusionMatrixImage(keras.callbacks.Callback):
+  """Writes the validation confusion matrix as a TensorBoard image every few epochs."""
+
+  def __init__(self, val_ds: tf.data.Dataset, class_names, log_dir: str, every: int = 1):
+    super().__init__()
+    self.val_ds, self.class_names, self.every = val_ds, list(class_names), every
+    self.writer = tf.summary.create_file_writer(log_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.every:
+      return
+    labels, preds = [], []
+    for images, y in self.val_ds:
+      labels.append(y.numpy())
+      preds.append(np.argmax(self.model(images, training=False), axis=-1))
+    matrix = sk_metrics.confusion_matrix(np.concatenate(labels), np.concatenate(preds),
+                                         labels=range(len(self.class_names)))
+    image = figure_to_image(confusion_figure(matrix, self.class_names,
+                                             f'validation, epoch {epoch + 1}'))
+    with self.writer.as_default():
+      tf.summary.image('confusion_matrix', image[None], step=epoch + 1)
+    self.writer.flush()

@@ -1,0 +1,46 @@
+"""Layout of a run directory, named once.
+
+    runs/<name>/
+      operative_config.gin     every gin parameter the run used
+      run.json                 data and records folders, classes, seed, status
+      history.csv              per-epoch metrics (appended across resumes)
+      checkpoints/
+        best.keras             best model by the validation metric
+        best.json              that metric's value and epoch
+        backup/                latest state for resume (BackupAndRestore)
+      train/ validation/       TensorBoard event files written during training
+      eval/                    TensorBoard summaries of evaluate.py
+      metrics.json             evaluate.py's results, per split
+      predictions_<split>.csv  evaluate.py's per-photograph probabilities
+      figures/                 confusion matrices, ROC curves, Grad-CAM galleries
+"""
+
+import json
+import os
+from typing import Any
+
+OPERATIVE_CONFIG = 'operative_config.gin'
+RUN_INFO = 'run.json'
+HISTORY = 'history.csv'
+CHECKPOINT_DIR = 'checkpoints'
+BEST_MODEL = os.path.join(CHECKPOINT_DIR, 'best.keras')
+BEST_INFO = os.path.join(CHECKPOINT_DIR, 'best.json')
+BACKUP_DIR = os.path.join(CHECKPOINT_DIR, 'backup')
+TRAIN_DIR = 'train'
+VALIDATION_DIR = 'validation'
+EVAL_DIR = 'eval'
+METRICS = 'metrics.json'
+FIGURES_DIR = 'figures'
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(data, f, indent=2)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,166 @@
+"""Training loop: Keras `fit` with TensorBoard, best checkpoint and resume."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+from absl import logging
+import gin
+import keras
+import tensorflow as tf
+
+import models
+from input_pipeline import datasets
+from input_pipeline import tfrecords
+from training import callbacks as cb
+from training import data
+from training import metrics as metrics_lib
+from training import run_dir as rd
+
+OPTIMIZERS = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
+              'sgd': lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9,
+                                                                nesterov=True)}
+
+
+def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int,
+                   warmup_steps: int) -> keras.optimizers.Optimizer:
+  """Optimizer by name with a constant or cosine learning rate."""
+  if name not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}')
+  if schedule == 'cosine':
+    lr = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+  elif schedule == 'constant':
+    lr = learning_rate
+  else:
+    raise ValueError(f'unknown schedule {schedule!r}; use cosine or constant')
+  return OPTIMIZERS[name](learning_rate=lr)
+
+
+class _SaveOperativeConfig(keras.callbacks.Callback):
+  """Writes gin's operative config once training has started, and again at the end."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path = path
+
+  def _write(self):
+    with open(self.path + '.tmp', 'w') as f:
+      f.write(gin.operative_config_str())
+    os.replace(self.path + '.tmp', self.path)
+
+  def on_train_begin(self, logs=None):
+    self._write()
+
+  def on_train_end(self, logs=None):
+    self._write()
+
+
+@gin.configurable(module='train', denylist=['run_dir', 'data_dir'])
+def train(run_dir: str,
+          data_dir: str | None = None,
+          # Schedule.
+          epochs: int = 30,                  # passes over the oversampled training set
+          batch_size: int = 16,              # photographs per step
+          learning_rate: float = 1e-3,       # peak learning rate
+          schedule: str = 'cosine',          # 'cosine' or 'constant'
+          warmup_epochs: int = 0,            # linear warm-up, epochs
+          optimizer: str = 'adam',           # key of OPTIMIZERS
+          label_smoothing: float = 0.0,
+          # Data.
+          oversample: float | None = 1.0,    # 1.0 balanced, None natural mix
+          augment: bool = True,
+          # Selection and reproducibility.
+          monitor: str = 'val_balanced_accuracy',
+          monitor_mode: str = 'max',
+          seed: int = 0,
+          deterministic: bool = False,       # bit-for-bit repeatable ops (slower)
+          jit_compile: bool | str = 'auto') -> dict[str, Any]:
+  """Trains a model into `run_dir`; resumes an interrupted run; skips a finished one.
+
+  Returns:
+    A summary: best monitored value and epoch, epochs run, seconds.
+  """
+  os.makedirs(run_dir, exist_ok=True)
+  info_path = os.path.join(run_dir, rd.RUN_INFO)
+  if os.path.isfile(info_path):
+    info = rd.read_json(info_path)
+    if info.get('status') == 'completed' and info.get('epochs') == epochs:
+      logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
+      return info
+  keras.utils.set_random_seed(seed)
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+  data_dir, records_dir = data.prepare_records(data_dir)
+  manifest = tfrecords.read_manifest(records_dir)
+  class_names = manifest['class_names']
+  size = manifest['params']['image_size']
+  has_val = manifest['counts']['val']['total'] > 0
+  if not has_val and monitor.startswith('val_'):
+    monitor = monitor[len('val_'):]
+    logging.warning('no validation split: selecting the checkpoint on %s', monitor)
+
+  train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
+                                   oversample=oversample, augment=augment, seed=seed)
+  val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
+  steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
+
+  model = models.build_model(input_shape=(size, size, 3), num_classes=len(class_names))
+  model.compile(
+      optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
+                               warmup_epochs * steps),
+      loss=keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else
+      _smoothed_loss(len(class_names), label_smoothing),
+      metrics=metrics_lib.training_metrics(len(class_names)), jit_compile=jit_compile)
+  logging.info('model %s: %d parameters; %d steps of %d per epoch, %d epochs',
+               model.name, model.count_params(), steps, batch_size, epochs)
+
+  previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
+  info = dict(status='running', data_dir=os.path.abspath(data_dir),
+              records_dir=os.path.abspath(records_dir), class_names=class_names,
+              image_size=size, epochs=epochs, seed=seed, monitor=monitor,
+              train_seconds=previous.get('train_seconds', 0.0))
+  rd.write_json(info_path, info)
+  os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
+  callbacks = [
+      keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR)),
+      keras.callbacks.ModelCheckpoint(
+          os.path.join(run_dir, rd.BEST_MODEL), monitor=monitor, mode=monitor_mode,
+          save_best_only=True, initial_value_threshold=cb.read_best(run_dir)),
+      cb.BestValue(run_dir, monitor, monitor_mode),
+      keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
+      keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
+      _SaveOperativeConfig(os.path.join(run_dir, rd.OPERATIVE_CONFIG)),
+      cb.EpochLogger(epochs),
+  ]
+  if val_ds is not None:
+    callbacks.append(cb.ConfusionMatrixImage(val_ds, class_names,
+                                             os.path.join(run_dir, rd.VALIDATION_DIR)))
+  # Keras warns when the (finite) validation set ends, which is intended here.
+  warnings.filterwarnings('ignore', message='Your input ran out of data')
+  warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
+  start = time.time()
+  model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=0)
+  best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
+  info.update(status='completed', best=best,
+              train_seconds=round(info['train_seconds'] + time.time() - start, 1))
+  rd.write_json(info_path, info)
+  logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
+               monitor, best['value'], best['epoch'])
+  return info
+
+
+def _smoothed_loss(num_classes: int, smoothing: float):
+  """Sparse labels with label smoothing (Keras' sparse loss has no smoothing)."""
+  cce = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+  def loss(y_true, y_pred):
+    onehot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
+    return cce(onehot, y_pred)
+  return loss

@@ -1,0 +1,35 @@
+"""What the command-line entry points share: gin parsing and one-line user errors."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator, Sequence
+
+from absl import logging
+
+from utils import gin_utils
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Imports every configurable module, then parses gin (typos are errors)."""
+  from evaluation import evaluator  # pylint: disable=g-import-not-at-top,unused-import
+  import models  # pylint: disable=g-import-not-at-top,unused-import
+  from input_pipeline import augment, tfrecords  # pylint: disable=g-import-not-at-top,unused-import
+  from training import data, trainer  # pylint: disable=g-import-not-at-top,unused-import
+  gin_utils.parse_gin(gin_files, gin_bindings)
+  logging.info('gin configuration:\n%s', __import__('gin').config_str())
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+  """Turns errors caused by the user's input into one line on stderr and exit code 1."""
+  from input_pipeline import idrid, preprocessing  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except (gin_utils.ConfigError, idrid.DataError, preprocessing.ImageError,
+          FileNotFoundError, FileExistsError, ValueError) as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    logging.error('%s', message)
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(1)
