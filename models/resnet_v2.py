@@ -50,7 +50,6 @@ RESNET_V2_SPECS: dict[str, tuple[tuple[int, int, int], ...]] = {
     'simplified_deep': ((16, 2, 2), (32, 2, 2), (64, 2, 2)),
 }
 
-_BN_MOMENTUM = 0.99
 _BN_EPSILON = 1.001e-5
 
 
@@ -66,22 +65,22 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str,
       name=name)
 
 
-def _bn(name: str) -> keras.layers.BatchNormalization:
-  return keras.layers.BatchNormalization(
-      momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+def _bn(name: str, momentum: float) -> keras.layers.BatchNormalization:
+  return keras.layers.BatchNormalization(momentum=momentum, epsilon=_BN_EPSILON, name=name)
 
 
 def _preact_unit(x: keras.KerasTensor, filters: int, strides: int, name: str,
+                 bn_momentum: float,
                  weight_decay: float) -> keras.KerasTensor:
   """One pre-activation residual unit (BN -> ReLU -> conv, twice) named `name`_*."""
-  preact = _bn(f'{name}_bn1')(x)
+  preact = _bn(f'{name}_bn1', bn_momentum)(x)
   preact = keras.layers.ReLU(name=f'{name}_relu1')(preact)
   if strides != 1 or x.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, f'{name}_shortcut', weight_decay)(preact)
   else:
     shortcut = x
   y = _conv(filters, 3, strides, f'{name}_conv1', weight_decay)(preact)
-  y = _bn(f'{name}_bn2')(y)
+  y = _bn(f'{name}_bn2', bn_momentum)(y)
   y = keras.layers.ReLU(name=f'{name}_relu2')(y)
   y = _conv(filters, 3, 1, f'{name}_conv2', weight_decay)(y)
   return keras.layers.Add(name=f'{name}_add')([shortcut, y])
@@ -136,7 +135,8 @@ def build_resnet_v2(input_shape: Sequence[int],
                     blocks_per_stage: Sequence[int] | int | None = None,
                     stem_filters: int = 16,
                     dropout: float = 0.0,
-                    weight_decay: float = 0.0) -> keras.Model:
+                    weight_decay: float = 0.0,
+                    bn_momentum: float = 0.9) -> keras.Model:
   """Builds a simplified ResNetV2 classifier (see the module docstring for the graph).
 
   Args:
@@ -150,6 +150,9 @@ def build_resnet_v2(input_shape: Sequence[int],
     dropout: Dropout rate before the classifier; no dropout layer when 0.
     weight_decay: L2 factor on every conv and dense kernel (loss += wd * sum(w**2));
       no regulariser when 0.
+    bn_momentum: Momentum of the batch-norm moving statistics. 0.9 (not Keras' 0.99)
+      because runs on IDRiD-sized data take only a few hundred steps, too few for
+      0.99 statistics to settle, which makes validation predictions constant.
 
   Returns:
     An uncompiled functional `keras.Model` named 'resnet_v2_<spec>' mapping images to
@@ -168,16 +171,16 @@ def build_resnet_v2(input_shape: Sequence[int],
 
   inputs = keras.Input(shape=tuple(input_shape), dtype='float32', name='image')
   x = _conv(stem_filters, 7, 2, 'stem_conv', weight_decay)(inputs)
-  x = _bn('stem_bn')(x)
+  x = _bn('stem_bn', bn_momentum)(x)
   x = keras.layers.ReLU(name='stem_relu')(x)
   x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')(x)
 
   for i, (filters, blocks, stride) in enumerate(stages, start=1):
     for j in range(1, blocks + 1):
       x = _preact_unit(x, filters, stride if j == 1 else 1,
-                       f'block_group_l{i}_block{j}', weight_decay)
+                       f'block_group_l{i}_block{j}', bn_momentum, weight_decay)
 
-  x = _bn('final_bn')(x)
+  x = _bn('final_bn', bn_momentum)(x)
   x = keras.layers.ReLU(name=LAST_CONV_LAYER)(x)
   x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
   if dropout > 0:
