@@ -1,0 +1,93 @@
+"""tf.data pipelines: oversampling, augmentation only on train, one pass over val/test."""
+
+import numpy as np
+import pytest
+
+from input_pipeline import augment
+from input_pipeline import datasets
+from input_pipeline import tfrecords
+
+
+def test_class_weights():
+  assert datasets.class_weights([30, 70], 1.0) == pytest.approx([0.5, 0.5])
+  assert datasets.class_weights([30, 70], None) == pytest.approx([0.3, 0.7])
+  assert datasets.class_weights([30, 70], 0.5) == pytest.approx([35 / 105, 70 / 105])
+  with pytest.raises(ValueError, match='oversample'):
+    datasets.class_weights([1, 2], 2.0)
+
+
+@pytest.mark.parametrize('oversample, target', [(1.0, 0.5), (0.6, None), (None, None)])
+def test_oversampling_reaches_target_ratio(synthetic_records, oversample, target):
+  manifest = tfrecords.read_manifest(str(synthetic_records))
+  counts = [manifest['counts']['train']['per_class'][c] for c in manifest['class_names']]
+  if target is None:
+    target = datasets.class_weights(counts, oversample)[0]
+  ds = datasets.make_dataset(str(synthetic_records), 'train', batch_size=32,
+                             oversample=oversample, augment=False, seed=0)
+  labels = np.concatenate([y.numpy() for _, y in ds.take(60)])
+  assert abs(np.mean(labels == 0) - target) < 0.03
+  natural = counts[0] / sum(counts)
+  if oversample == 1.0:
+    assert abs(natural - 0.5) > 0.05  # the synthetic set is not balanced by itself
+
+
+def test_eval_splits_in_order_each_photograph_once(synthetic_records):
+  manifest = tfrecords.read_manifest(str(synthetic_records))
+  n = manifest['counts']['test']['total']
+  ds = datasets.make_dataset(str(synthetic_records), 'test', batch_size=5, with_info=True)
+  names = [name for _, _, info in ds for name in info['name'].numpy()]
+  assert len(names) == n == len(set(names))  # 12 with batch 5: no dropped remainder
+  again = [name for _, _, info in ds for name in info['name'].numpy()]
+  assert names == again
+  images = np.concatenate([x.numpy() for x, _ in
+                           datasets.make_dataset(str(synthetic_records), 'test')])
+  assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 1.0
+  np.testing.assert_array_equal(datasets.labels_of(str(synthetic_records), 'test'),
+                                np.concatenate([y.numpy() for _, y in ds.map(
+                                    lambda x, y, i: (x, y))]))
+
+
+def test_augmentation_seeded_and_train_only(synthetic_records):
+  def first_batch(**kwargs):
+    ds = datasets.make_dataset(str(synthetic_records), 'train', batch_size=8, **kwargs)
+    return next(iter(ds))[0].numpy()
+  a, b = first_batch(seed=3), first_batch(seed=3)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, first_batch(seed=4))
+  plain = first_batch(seed=3, augment=False)
+  assert not np.array_equal(a, plain)
+  val = [x.numpy() for x, _ in datasets.make_dataset(str(synthetic_records), 'val')]
+  val_again = [x.numpy() for x, _ in datasets.make_dataset(str(synthetic_records), 'val')]
+  np.testing.assert_array_equal(np.concatenate(val), np.concatenate(val_again))
+
+
+def test_augment_image_transforms():
+  image = np.zeros((64, 64, 3), np.uint8)
+  image[10:20, 40:50] = 200  # a bright patch in the top-right quadrant
+  only_hflip = augment.Augmentation(rotation=0, shift=0, zoom=0, shear=0,
+                                    horizontal_flip=True, vertical_flip=False,
+                                    brightness=0, contrast=0)
+  outs = [augment.augment_image(image, np.array([0, i]), only_hflip) for i in range(20)]
+  flipped = [o for o in outs if o[10:20, 14:24].mean() > 150]
+  unchanged = [o for o in outs if np.array_equal(o, image)]
+  assert flipped and unchanged and len(flipped) + len(unchanged) == 20
+  nothing = augment.Augmentation(rotation=0, shift=0, zoom=0, shear=0, horizontal_flip=False,
+                                 vertical_flip=False, brightness=0, contrast=0)
+  np.testing.assert_array_equal(augment.augment_image(image, np.array([0, 1]), nothing), image)
+  rotated = augment.augment_image(image, np.array([0, 1]),
+                                  augment.Augmentation(rotation=180, shift=0, zoom=0, shear=0,
+                                                       horizontal_flip=False,
+                                                       vertical_flip=False, brightness=0,
+                                                       contrast=0))
+  assert rotated.shape == image.shape and rotated.sum() > 0
+  assert not np.array_equal(rotated, image)
+
+
+def test_brightness_keeps_surround_black():
+  image = np.zeros((32, 32, 3), np.uint8)
+  image[8:24, 8:24] = 100
+  bright = augment.Augmentation(rotation=0, shift=0, zoom=0, shear=0, horizontal_flip=False,
+                                vertical_flip=False, brightness=0.5, contrast=0.5)
+  outs = [augment.augment_image(image, np.array([1, i]), bright) for i in range(10)]
+  assert all(o[:8].max() == 0 for o in outs)
+  assert len({int(o[16, 16, 0]) for o in outs}) > 3

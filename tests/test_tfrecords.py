@@ -1,0 +1,163 @@
+"""TFRecords: manifest, reuse, rebuild, atomic writes, rejects, the command line."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from input_pipeline import idrid
+from input_pipeline import tfrecords
+from tests.conftest import REPO_ROOT
+
+TRAIN = 'B. Disease Grading/1. Original Images/a. Training Set'
+TEST = 'B. Disease Grading/1. Original Images/b. Testing Set'
+
+
+def _copy(synthetic_dir, tmp_path):
+  data = tmp_path / 'data'
+  shutil.copytree(synthetic_dir, data)
+  return data
+
+
+def _build(data, out, **kwargs):
+  kwargs.setdefault('image_size', 32)
+  kwargs.setdefault('num_workers', 1)
+  return tfrecords.build_tfrecords(str(data), str(out), **kwargs)
+
+
+def test_manifest_counts_and_shards(synthetic_records):
+  manifest = tfrecords.read_manifest(str(synthetic_records))
+  counts = manifest['counts']
+  assert counts['train']['total'] + counts['val']['total'] == 36
+  assert counts['test']['total'] == 12
+  for split in ('train', 'val', 'test'):
+    c = counts[split]
+    assert sum(c['per_class'].values()) == c['total'] == sum(c['per_grade'].values())
+    assert all(os.path.isfile(p) for p in tfrecords.shard_paths(str(synthetic_records), split))
+  # shard_size 8: 36 * 0.8 training photographs need several shards.
+  assert len(manifest['shards']['train']) == -(-counts['train']['total'] // 8)
+  assert len(manifest['sources']) == 48 and manifest['params']['image_size'] == 64
+  lines = (synthetic_records / 'splits.csv').read_text().splitlines()
+  assert lines[0] == 'split,name,grade,label,sha256' and len(lines) == 49
+
+
+def test_second_build_reuses_and_changed_params_rebuild(synthetic_dir, tmp_path):
+  out = tmp_path / 'tfr'
+  first = _build(synthetic_dir, out)
+  shard = tfrecords.shard_paths(str(out), 'test')[0]
+  mtime = os.path.getmtime(shard)
+  again = _build(synthetic_dir, out)
+  assert again['reused'] and not first['reused']
+  assert os.path.getmtime(shard) == mtime
+  changed = _build(synthetic_dir, out, image_size=40)
+  assert not changed['reused'] and changed['params']['image_size'] == 40
+
+
+def test_changed_input_rebuilds(synthetic_dir, tmp_path):
+  data = _copy(synthetic_dir, tmp_path)
+  out = tmp_path / 'tfr'
+  first = _build(data, out)
+  shutil.copy(data / TRAIN / 'IDRiD_002.jpg', data / TRAIN / 'IDRiD_001.jpg')
+  second = _build(data, out)
+  assert not second['reused'] and second['fingerprint'] != first['fingerprint']
+
+
+def test_duplicates_dropped_with_reasons(synthetic_dir, tmp_path):
+  data = _copy(synthetic_dir, tmp_path)
+  shutil.copy(data / TEST / 'IDRiD_001.jpg', data / TRAIN / 'IDRiD_005.jpg')
+  manifest = _build(data, tmp_path / 'tfr')
+  assert [(d['name'], 'test leakage' in d['reason']) for d in manifest['dropped']] == [
+      ('IDRiD_005', True)]
+  assert manifest['counts']['train']['total'] + manifest['counts']['val']['total'] == 35
+
+
+def test_corrupt_jpeg_is_rejected_and_listed(synthetic_dir, tmp_path):
+  data = _copy(synthetic_dir, tmp_path)
+  bad = data / TRAIN / 'IDRiD_004.jpg'
+  bad.write_bytes(bad.read_bytes()[:500])
+  manifest = _build(data, tmp_path / 'tfr')
+  assert [r['name'] for r in manifest['rejected']] == ['IDRiD_004']
+  assert 'IDRiD_004.jpg' in manifest['rejected'][0]['reason']
+  assert manifest['counts']['train']['total'] + manifest['counts']['val']['total'] == 35
+
+
+def test_strict_fails_and_leaves_nothing(synthetic_dir, tmp_path):
+  data = _copy(synthetic_dir, tmp_path)
+  (data / TRAIN / 'IDRiD_004.jpg').write_bytes(b'not a jpeg')
+  out = tmp_path / 'tfr'
+  with pytest.raises(idrid.DataError, match='IDRiD_004.jpg'):
+    _build(data, out, strict=True)
+  assert not out.exists()
+  assert os.listdir(tmp_path) == ['data']
+
+
+def test_interrupted_build_leaves_nothing(synthetic_dir, tmp_path, monkeypatch):
+  out = tmp_path / 'tfr'
+
+  def boom(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(tfrecords, 'serialize', boom)
+  with pytest.raises(KeyboardInterrupt):
+    _build(synthetic_dir, out)
+  assert os.listdir(tmp_path) == []
+
+
+def test_empty_split_after_rejects_is_an_error(synthetic_dir, tmp_path):
+  data = _copy(synthetic_dir, tmp_path)
+  for jpg in (data / TEST).glob('*.jpg'):
+    jpg.write_bytes(b'')
+  with pytest.raises(idrid.DataError, match='split test is empty'):
+    _build(data, tmp_path / 'tfr')
+  assert not (tmp_path / 'tfr').exists()
+
+
+def test_refuses_foreign_folder(synthetic_dir, tmp_path):
+  out = tmp_path / 'tfr'
+  out.mkdir()
+  (out / 'notes.txt').write_text('mine')
+  with pytest.raises(FileExistsError, match='not a TFRecords folder'):
+    _build(synthetic_dir, out)
+  assert (out / 'notes.txt').read_text() == 'mine'
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, '-m', 'input_pipeline.make_tfrecords', *args],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_summary_and_reuse(synthetic_dir, tmp_path):
+  out = tmp_path / 'tfr'
+  args = [f'--data_dir={synthetic_dir}', f'--out_dir={out}',
+          '--gin_bindings=tfrecords.build_tfrecords.image_size = 32']
+  first = _cli(*args)
+  assert first.returncode == 0, first.stderr
+  assert 'built' in first.stdout and 'test    12 images' in first.stdout
+  second = _cli(*args)
+  assert 'reused' in second.stdout
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert manifest['params']['image_size'] == 32
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--data_dir=/no/such/folder'], 'data folder not found: /no/such/folder'),
+    (['--gin_bindings=tfrecords.build_tfrecords.image_sise = 32'], 'image_sise'),
+])
+def test_command_line_errors_are_one_line(synthetic_dir, tmp_path, args, message):
+  base = [f'--data_dir={synthetic_dir}', f'--out_dir={tmp_path / "tfr"}']
+  result = _cli(*(base + args))
+  assert result.returncode == 1
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(error_lines) == 1 and message in error_lines[0]
+  assert not (tmp_path / 'tfr').exists()
+
+
+def test_real_idrid_manifest(idrid_800, tmp_path):
+  manifest = tfrecords.build_tfrecords(str(idrid_800), str(tmp_path / 'tfr'), image_size=64)
+  counts = manifest['counts']
+  assert counts['test']['per_class'] == {'NRDR': 39, 'RDR': 64}
+  dropped = {d['name'] for d in manifest['dropped']}
+  assert dropped == {'IDRiD_118', 'IDRiD_021', 'IDRiD_391'}
+  assert counts['train']['total'] + counts['val']['total'] == 413 - len(dropped)
