@@ -1,0 +1,178 @@
+"""train.py and evaluate.py through their real entry points, on the debug config."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from evaluation import metrics
+from tests.conftest import REPO_ROOT
+
+DEBUG = 'configs/debug/debug.gin'
+
+
+@pytest.fixture
+def env(tmp_path):
+  return dict(os.environ, DR_CACHE_DIR=str(tmp_path / 'cache'))
+
+
+def _run(script, *args, env, timeout=600):
+  return subprocess.run([sys.executable, script, *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'best val_balanced_accuracy' in result.stdout
+  for path in ('operative_config.gin', 'checkpoints/best.keras', 'checkpoints/best.json',
+               'history.csv', 'run.json'):
+    assert (run / path).is_file(), path
+  assert 'train.epochs = 2' in (run / 'operative_config.gin').read_text()
+  assert list((run / 'train').glob('events.out.tfevents.*'))
+  assert list((run / 'validation').glob('events.out.tfevents.*'))
+  info = json.loads((run / 'run.json').read_text())
+  assert info['status'] == 'completed' and info['class_names'] == ['NRDR', 'RDR']
+  with open(run / 'history.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2
+  for key in ('loss', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'auc',
+              'val_balanced_accuracy', 'val_auc'):
+    assert key in rows[0], key
+
+  result = _run('evaluate.py', f'--run_dir={run}', env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'balanced_accuracy' in result.stdout and 'decision threshold' in result.stdout
+  results = json.loads((run / 'metrics.json').read_text())
+  test = results['splits']['test']
+  assert test['n'] == 8 and set(results['splits']) == {'val', 'test'}
+  assert 0.0 <= test['balanced_accuracy'] <= 1.0
+  assert np.array(test['confusion_matrix']).sum() == 8
+  for name in ('confusion_matrix_val.png', 'confusion_matrix_test.png', 'roc.png'):
+    assert (run / 'figures' / name).stat().st_size > 1000
+  assert list((run / 'eval').glob('events.out.tfevents.*'))
+  with open(run / 'predictions_test.csv') as f:
+    assert len(list(csv.DictReader(f))) == 8
+
+  # A finished run is not trained again.
+  mtime = (run / 'checkpoints/best.keras').stat().st_mtime
+  again = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', env=env)
+  assert again.returncode == 0 and 'nothing to train' in again.stderr
+  assert (run / 'checkpoints/best.keras').stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--gin_bindings=train.epoch = 3'], 'epoch'),
+    (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
+    (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
+     '/no/such/dir'),
+])
+def test_bad_input_is_one_line(tmp_path, env, args, message):
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', *args, env=env)
+  assert result.returncode == 1
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  assert not (run / 'checkpoints').exists()
+
+
+def test_evaluate_without_training_is_one_line(tmp_path, env):
+  result = _run('evaluate.py', f'--run_dir={tmp_path}', env=env)
+  assert result.returncode == 1 and 'not a trained run' in result.stderr
+
+
+def test_killed_run_resumes_from_last_epoch(tmp_path, env):
+  run = tmp_path / 'run'
+  args = [f'--gin_file={DEBUG}', f'--run_dir={run}', '--gin_bindings=train.epochs = 6']
+  proc = subprocess.Popen([sys.executable, 'train.py', *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  history = run / 'history.csv'
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if history.is_file() and len(history.read_text().splitlines()) >= 3:  # 2 epochs done
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, 'training ended before it could be killed'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = len(history.read_text().splitlines()) - 1
+  assert 2 <= done_before < 6
+
+  result = _run('train.py', *args, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(history) as f:
+    epochs = [int(r['epoch']) for r in csv.DictReader(f) if r['epoch'] != 'epoch']
+  # The second run starts after the last completed epoch and ends at epoch 6.
+  assert epochs[-1] == 5 and epochs[done_before] >= done_before - 1
+  assert len(epochs) <= 7
+  assert json.loads((run / 'run.json').read_text())['status'] == 'completed'
+
+
+def test_deterministic_runs_are_identical(tmp_path, env):
+  outputs = []
+  for name in ('a', 'b'):
+    run = tmp_path / name
+    result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                  '--gin_bindings=train.deterministic = True', env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _run('evaluate.py', f'--run_dir={run}', env=env).returncode == 0
+    outputs.append(((run / 'history.csv').read_text(),
+                    (run / 'predictions_test.csv').read_text()))
+  assert outputs[0] == outputs[1]
+
+
+def test_binary_metrics_against_hand_computed_values():
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+  probs = np.array([0.1, 0.2, 0.6, 0.3, 0.9, 0.8, 0.4, 0.7, 0.55, 0.2])
+  m = metrics.binary_metrics(labels, probs, threshold=0.5)
+  # Predictions: 0 0 1 0 | 1 1 0 1 1 0 -> TN 3, FP 1, TP 4, FN 2.
+  assert m['confusion_matrix'] == [[3, 1], [2, 4]]
+  assert m['accuracy'] == pytest.approx(7 / 10)
+  assert m['sensitivity'] == pytest.approx(4 / 6)
+  assert m['specificity'] == pytest.approx(3 / 4)
+  assert m['balanced_accuracy'] == pytest.approx((4 / 6 + 3 / 4) / 2)
+  assert m['precision'] == pytest.approx(4 / 5)
+  assert m['f1'] == pytest.approx(2 * 0.8 * (4 / 6) / (0.8 + 4 / 6))
+  # AUC: share of (positive, negative) pairs ranked correctly, ties count half.
+  pairs = [(p, n) for p in probs[labels == 1] for n in probs[labels == 0]]
+  auc = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+  assert m['roc_auc'] == pytest.approx(auc)
+
+
+def test_threshold_rules():
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  probs = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.9])
+  assert metrics.choose_threshold(labels, probs, 'argmax') == 0.5
+  youden = metrics.choose_threshold(labels, probs, 'youden')
+  assert 0.2 < youden <= 0.3
+  assert metrics.binary_metrics(labels, probs, youden)['balanced_accuracy'] == 1.0
+  assert metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=0.3) == 0.9
+  with pytest.raises(ValueError, match='threshold rule'):
+    metrics.choose_threshold(labels, probs, 'median')
+
+
+def test_keras_metrics_match_sklearn():
+  import keras
+  from training import metrics as keras_metrics
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 50)
+  probs = rng.random(50)
+  y_pred = np.stack([1 - probs, probs], axis=1).astype('float32')
+  expected = metrics.binary_metrics(labels, probs, 0.5)
+  for metric, key in ((keras_metrics.BalancedAccuracy(2), 'balanced_accuracy'),
+                      (keras_metrics.ClassRecall(1, 2), 'sensitivity'),
+                      (keras_metrics.ClassRecall(0, 2), 'specificity')):
+    metric.update_state(labels[:20], y_pred[:20])
+    metric.update_state(labels[20:], y_pred[20:])
+    assert float(metric.result()) == pytest.approx(expected[key], abs=1e-6), key
+  auc = keras_metrics.PositiveClassAUC(num_thresholds=2000)
+  auc.update_state(labels, y_pred)
+  assert float(auc.result()) == pytest.approx(expected['roc_auc'], abs=0.01)
+  del keras
