@@ -1,0 +1,113 @@
+"""Training speed of the default model: images/s, FLOP utilisation, peak memory.
+
+    python benchmarks/train_step.py [--records_dir=/tmp/idrid_tfr] [--steps=30]
+
+Times `model.fit` steps on synthetic tensors (so the input pipeline is excluded) for
+several settings, measures a dense 2048x2048 float32 matmul as the machine's reachable
+FLOP rate, and reports each setting's share of it. With --records_dir it also times
+one real training epoch from the records (input pipeline included), and prints
+seconds per epoch with and without the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from models import flops as flops_lib
+from training import metrics as metrics_lib
+
+flags.DEFINE_integer('steps', 30, 'Timed steps per setting (after warm-up).')
+flags.DEFINE_integer('image_size', 256, 'Input side, pixels.')
+flags.DEFINE_string('records_dir', None, 'Records to time a real epoch on (optional).')
+flags.DEFINE_list('settings', ['default:16', 'xla:16', 'xla:32', 'xla:64'],
+                  'Settings to time, as mode:batch (mode: default or xla).')
+FLAGS = flags.FLAGS
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 20) -> float:
+  """Dense float32 matmul rate on this machine, GFLOP/s."""
+  a = tf.random.uniform((n, n))
+  b = tf.random.uniform((n, n))
+  tf.matmul(a, b).numpy()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    c = tf.matmul(a, b)
+  c.numpy()
+  return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _compiled_model(size: int, jit: bool) -> keras.Model:
+  model = models.build_model(input_shape=(size, size, 3), num_classes=2)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=metrics_lib.training_metrics(2), jit_compile=jit)
+  return model
+
+
+def time_steps(size: int, batch: int, jit: bool, steps: int) -> float:
+  """Training images/s of `fit` on in-memory tensors."""
+  model = _compiled_model(size, jit)
+  rng = np.random.default_rng(0)
+  x = rng.random((batch, size, size, 3), dtype=np.float32)
+  y = rng.integers(0, 2, batch).astype(np.int32)
+  ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+  model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up and compilation
+  start = time.perf_counter()
+  model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+  return steps * batch / (time.perf_counter() - start)
+
+
+def time_epoch(records_dir: str, batch: int, jit: bool) -> tuple[float, int]:
+  """Seconds of one training epoch from the records (second epoch, after warm-up)."""
+  from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
+  manifest = tfrecords.read_manifest(records_dir)
+  size = manifest['params']['image_size']
+  steps = datasets.steps_per_epoch(manifest, batch, 1.0)
+  model = _compiled_model(size, jit)
+  ds = datasets.make_dataset(records_dir, 'train', batch_size=batch)
+  model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+  start = time.perf_counter()
+  model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+  return time.perf_counter() - start, steps * batch
+
+
+def main(argv):
+  del argv
+  size = FLAGS.image_size
+  model = models.build_model(input_shape=(size, size, 3), num_classes=2)
+  forward = flops_lib.count_flops(model)
+  per_image = 3 * forward  # forward + backward (about twice the forward) per image
+  peak = matmul_gflops()
+  print(f'model: {model.count_params()} parameters, {forward / 1e6:.1f} MFLOP forward, '
+        f'~{per_image / 1e6:.0f} MFLOP per training image at {size}x{size}')
+  print(f'dense 2048x2048 matmul: {peak:.0f} GFLOP/s on {os.cpu_count()} cores')
+  for setting in FLAGS.settings:
+    mode, batch = setting.split(':')
+    rate = time_steps(size, int(batch), mode == 'xla', FLAGS.steps)
+    used = rate * per_image / 1e9
+    print(f'  train step {mode:<7} batch {batch:>3}: {rate:6.1f} images/s, '
+          f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
+  if FLAGS.records_dir:
+    for jit in (False, True):
+      seconds, images = time_epoch(FLAGS.records_dir, 16, jit)
+      print(f'  real epoch ({"xla" if jit else "default"}, batch 16, {images} images, '
+            f'input pipeline included): {seconds:.1f} s = {images / seconds:.1f} images/s')
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(f'peak resident memory of this process: {peak_mb:.0f} MiB')
+
+
+if __name__ == '__main__':
+  app.run(main)
