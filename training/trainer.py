@@ -85,7 +85,6 @@ def train(run_dir: str,
   Returns:
     A summary: best monitored value and epoch, epochs run, seconds.
   """
-  os.makedirs(run_dir, exist_ok=True)
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   if os.path.isfile(info_path):
     info = rd.read_json(info_path)
@@ -97,6 +96,7 @@ def train(run_dir: str,
     tf.config.experimental.enable_op_determinism()
 
   data_dir, records_dir = data.prepare_records(data_dir)
+  os.makedirs(run_dir, exist_ok=True)  # only once the data is known to be usable
   manifest = tfrecords.read_manifest(records_dir)
   class_names = manifest['class_names']
   size = manifest['params']['image_size']

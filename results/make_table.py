@@ -1,0 +1,104 @@
+"""Regenerates the README's results table from results/<experiment>/seed_*/.
+
+    python results/make_table.py [--experiment=idrid_binary] [--check]
+
+Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, plus an
+ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
+validation probabilities with the runs' rule, applied to test. Writes
+results/<experiment>/table.md and replaces the block between the README's markers.
+With --check, exits 1 if the README is out of date instead of writing it.
+"""
+
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+
+KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
+HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
+
+
+def _read_predictions(path):
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  return ({r['name']: float(r['p_RDR']) for r in rows},
+          {r['name']: int(r['label']) for r in rows})
+
+
+def ensemble(seed_dirs, rule):
+  """Averaged-probability ensemble: (metrics on test, threshold)."""
+  averaged = {}
+  for split in ('val', 'test'):
+    probs = [_read_predictions(os.path.join(d, f'predictions_{split}.csv')) for d in seed_dirs]
+    names = sorted(probs[0][1])
+    p = np.mean([[pr[n] for n in names] for pr, _ in probs], axis=0)
+    averaged[split] = (np.array([probs[0][1][n] for n in names]), p)
+  threshold = metrics_lib.choose_threshold(*averaged['val'], rule=rule)
+  return metrics_lib.binary_metrics(*averaged['test'], threshold), threshold
+
+
+def build_table(experiment: str) -> str:
+  seed_dirs = sorted(glob.glob(os.path.join(ROOT, 'results', experiment, 'seed_*')),
+                     key=lambda d: int(d.rsplit('_', 1)[1]))
+  if not seed_dirs:
+    raise SystemExit(f'no results in results/{experiment}/seed_*')
+  rows, values, minutes = [], [], []
+  rule = None
+  for d in seed_dirs:
+    with open(os.path.join(d, 'metrics.json')) as f:
+      m = json.load(f)
+    with open(os.path.join(d, 'run.json')) as f:
+      run = json.load(f)
+    rule = m.get('threshold_rule', 'youden')
+    test = m['splits']['test']
+    values.append([test[k] for k in KEYS])
+    minutes.append(run.get('train_seconds', float('nan')) / 60)
+    rows.append(f'| seed {run["seed"]} | ' + ' | '.join(f'{test[k]:.3f}' for k in KEYS) +
+                f' | {minutes[-1]:.1f} |')
+  v = np.array(values)
+  mean, std = v.mean(axis=0), v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(len(KEYS))
+  rows.append(f'| **mean +- sd ({len(v)} seeds)** | ' +
+              ' | '.join(f'**{a:.3f} +- {s:.3f}**' for a, s in zip(mean, std)) +
+              f' | {np.mean(minutes):.1f} |')
+  ens, threshold = ensemble(seed_dirs, rule)
+  rows.append(f'| ensemble of the {len(v)} seeds (mean P(RDR), threshold {threshold:.2f}) | ' +
+              ' | '.join(f'{ens[k]:.3f}' for k in KEYS) + ' | |')
+  head = '| run | ' + ' | '.join(HEADER) + ' | training (min) |\n|---|' + '---|' * (len(KEYS) + 1)
+  return head + '\n' + '\n'.join(rows) + '\n'
+
+
+def main():
+  experiment = 'idrid_binary'
+  check = '--check' in sys.argv
+  for arg in sys.argv[1:]:
+    if arg.startswith('--experiment='):
+      experiment = arg.split('=', 1)[1]
+  table = build_table(experiment)
+  with open(os.path.join(ROOT, 'results', experiment, 'table.md'), 'w') as f:
+    f.write(table)
+  readme_path = os.path.join(ROOT, 'README.md')
+  with open(readme_path) as f:
+    readme = f.read()
+  start, end = f'<!-- results:{experiment}:start -->', f'<!-- results:{experiment}:end -->'
+  pattern = re.compile(re.escape(start) + '.*?' + re.escape(end), re.S)
+  if not pattern.search(readme):
+    raise SystemExit(f'README.md has no {start} ... {end} block')
+  updated = pattern.sub(lambda _: f'{start}\n{table}{end}', readme)
+  if check:
+    sys.exit(0 if updated == readme else 1)
+  with open(readme_path, 'w') as f:
+    f.write(updated)
+  print(table)
+
+
+if __name__ == '__main__':
+  main()
