@@ -16,6 +16,8 @@ from evaluation import metrics as metrics_lib
 from evaluation import plots
 from input_pipeline import datasets
 from training import run_dir as rd
+from visualization import galleries
+from visualization import registry as attribution_methods
 
 
 def load_best_model(run_dir: str) -> keras.Model:
@@ -68,7 +70,8 @@ def format_table(results: dict[str, Any]) -> str:
 def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
              threshold_rule: str = 'youden', min_sensitivity: float = 0.9,
              batch_size: int = 32, write_figures: bool = True,
-             extra_outputs=None) -> dict[str, Any]:
+             gradcam_galleries: int = 4,
+             gallery_method: str = 'grad_cam') -> dict[str, Any]:
   """Evaluates the best checkpoint; writes metrics.json, predictions, figures, summaries.
 
   Args:
@@ -79,12 +82,16 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     min_sensitivity: Target of the 'sensitivity' rule.
     batch_size: Photographs per forward pass.
     write_figures: Write PNG figures and TensorBoard images.
-    extra_outputs: Optional callable (model, run_dir, records_dir, predictions) run
-      after the metrics (used for Grad-CAM galleries).
+    gradcam_galleries: Photographs per gallery of explained hits and mistakes
+      (`visualization.galleries`) of each evaluated 'val' and 'test' split; 0 = none.
+      Written only with write_figures.
+    gallery_method: Attribution method of the galleries (`visualization.attribute`).
 
   Returns:
     The content of metrics.json.
   """
+  if write_figures and gradcam_galleries > 0:
+    attribution_methods.get(gallery_method)  # An unknown name fails before any work.
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   records_dir, class_names = info['records_dir'], info['class_names']
   model = load_best_model(run_dir)
@@ -112,8 +119,13 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
                        probs, class_names)
   if write_figures:
     plots.write_figures(run_dir, results, preds, class_names)
-  if extra_outputs is not None:
-    extra_outputs(model, run_dir, records_dir, preds)
+  if write_figures and gradcam_galleries > 0:
+    for split in (s for s in ('test', 'val') if s in preds):
+      galleries.write_galleries(model, run_dir, records_dir, split, preds[split],
+                                class_names, k=gradcam_galleries,
+                                threshold=results.get('threshold', 0.5),
+                                method=gallery_method,
+                                step=results['checkpoint_epoch'] or 0)
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)
   _write_summaries(os.path.join(run_dir, rd.EVAL_DIR), results,
                    step=results['checkpoint_epoch'] or 0)

@@ -1,0 +1,119 @@
+"""Explains one fundus photograph with a trained run: prediction and heatmap overlay.
+
+    python -m visualization.explain --run_dir=runs/x --image=PHOTO.jpg \
+        [--out=FILE.png] [--method=grad_cam] [--class_index=1]
+
+Any resolution works (IDRiD's 4288x2848 originals too): the photograph goes through the
+preprocessing the run's records used (border crop, square, resize to the records'
+image_size, their contrast method), so the model sees what it saw in training. Writes the
+photograph and its overlay side by side (default RUN_DIR/figures/explain_<name>.png, with
+_<method> appended for methods other than grad_cam) and prints the prediction.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from evaluation import evaluator
+from input_pipeline import preprocessing
+from input_pipeline import tfrecords
+from training import run_dir as rd
+import visualization
+from visualization import overlays
+from visualization import registry
+
+DEFAULT_METHOD = 'grad_cam'
+
+
+def run_preprocessing(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The run's run.json and the preprocessing parameters of its records.
+
+  Raises:
+    FileNotFoundError: run_dir is not a trained run, or its records are gone.
+  """
+  info_path = os.path.join(run_dir, rd.RUN_INFO)
+  if not os.path.isfile(info_path):
+    raise FileNotFoundError(f'{run_dir} is not a trained run (missing {info_path})')
+  info = rd.read_json(info_path)
+  return info, tfrecords.read_manifest(info['records_dir'])['params']
+
+
+def default_output(run_dir: str, image_path: str, method: str = DEFAULT_METHOD) -> str:
+  """RUN_DIR/figures/explain_<name>[_<method>].png."""
+  stem = os.path.splitext(os.path.basename(image_path))[0]
+  suffix = '' if method == DEFAULT_METHOD else f'_{method}'
+  return os.path.join(run_dir, rd.FIGURES_DIR, f'explain_{stem}{suffix}.png')
+
+
+def explain_file(run_dir: str, image_path: str, out: str | None = None,
+                 method: str = DEFAULT_METHOD,
+                 class_index: int | None = None) -> dict[str, Any]:
+  """Predicts one photograph and writes its explanation figure.
+
+  Args:
+    run_dir: A trained run directory (run.json, checkpoints/best.keras, its records).
+    image_path: A fundus photograph of any size.
+    out: PNG path; default `default_output(run_dir, image_path, method)`.
+    method: A registered attribution method.
+    class_index: Class to explain; None for the predicted class.
+
+  Returns:
+    {'image', 'predicted', 'probability', 'probabilities', 'explained', 'method', 'out'}.
+
+  Raises:
+    FileNotFoundError: Missing run, checkpoint or records.
+    preprocessing.ImageError: The photograph cannot be used.
+    ValueError: Unknown method or class index out of range.
+  """
+  registry.get(method)  # An unknown name fails before any work is done.
+  info, params = run_preprocessing(run_dir)
+  class_names = info['class_names']
+  if class_index is not None and not 0 <= class_index < len(class_names):
+    raise ValueError(f'class_index {class_index} out of range for classes {class_names}')
+  image = preprocessing.preprocess_file(image_path, size=params['image_size'],
+                                        contrast=params.get('contrast'))
+  image = image.astype(np.float32) / 255.0
+  model = evaluator.load_best_model(run_dir)
+  probs = np.asarray(model(image[None], training=False))[0]
+  predicted = int(np.argmax(probs))
+  explained = predicted if class_index is None else class_index
+  heatmap = visualization.attribute(method, model, image[None], class_index=explained)[0]
+  fig = overlays.explanation_figure(
+      image, heatmap, class_names[predicted], float(probs[predicted]),
+      method=f'{method} for {class_names[explained]}', name=os.path.basename(image_path))
+  out = overlays.save_figure(fig, out or default_output(run_dir, image_path, method))
+  return dict(image=image_path, predicted=class_names[predicted],
+              probability=float(probs[predicted]),
+              probabilities={c: float(p) for c, p in zip(class_names, probs)},
+              explained=class_names[explained], method=method, out=out)
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string('run_dir', None, 'Run directory written by train.py.', required=True)
+  flags.DEFINE_string('image', None, 'Fundus photograph to explain.', required=True)
+  flags.DEFINE_string('out', None, 'Output PNG; default RUN_DIR/figures/explain_<name>.png.')
+  flags.DEFINE_string('method', DEFAULT_METHOD, 'Attribution method (grad_cam, '
+                      'guided_grad_cam, integrated_gradients, saliency).')
+  flags.DEFINE_integer('class_index', None, 'Class to explain; default the predicted one.')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from utils import entry  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  with entry.user_errors():
+    result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
+  print(f'{result["image"]}: predicted {result["predicted"]} '
+        f'(p={result["probability"]:.3f}); {result["method"]} for {result["explained"]} '
+        f'-> {result["out"]}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
