@@ -1,0 +1,205 @@
+"""Grid search: the real `python tune.py` on the debug config, plus the pure parts."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from tuning import grid as grid_lib
+from tuning import results
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEBUG = 'configs/debug/debug.gin'
+# Shrink the debug config further: one epoch, no figures (seconds per trial).
+FAST = ['--gin_bindings=train.epochs = 1', '--gin_bindings=evaluate.write_figures = False']
+
+
+def _tune(run_dir, grid_file, cache_dir, *extra):
+  env = dict(os.environ, DR_CACHE_DIR=str(cache_dir))
+  argv = [sys.executable, 'tune.py', f'--gin_file={DEBUG}', f'--gin_file={grid_file}',
+          f'--run_dir={run_dir}', *FAST, *extra]
+  return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def _read_csv(run_dir):
+  with open(os.path.join(run_dir, results.RESULTS_CSV), newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _grid_file(tmp_path, grid):
+  path = tmp_path / 'grid.gin'
+  path.write_text(f'import tuning.search\ntune.grid_search.grid = {grid}\n')
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='module')
+def searched(tmp_path_factory, cache_dir):
+  """The shipped 4-trial debug grid, run once, two trials at a time."""
+  run_dir = tmp_path_factory.mktemp('tune') / 'debug'
+  proc = _tune(run_dir, 'configs/grids/debug.gin', cache_dir, '--parallel=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return run_dir, proc
+
+
+def _hparams_data(run_dir):
+  """run -> tag -> content of the HParams plugin, read back by TensorBoard's own reader."""
+  from tensorboard.backend.event_processing import event_multiplexer
+  multiplexer = event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(str(run_dir))
+  multiplexer.Reload()
+  return multiplexer, multiplexer.PluginRunToTagToContent('hparams')
+
+
+def test_grid_completes_with_hparams_and_results(searched):
+  from tensorboard.plugins.hparams import metadata
+  from tensorboard.util import tensor_util
+  run_dir, proc = searched
+  rows = _read_csv(run_dir)
+  assert len(rows) == 4
+  assert all(r['status'] == 'completed' and r['val_balanced_accuracy'] for r in rows)
+  accuracies = [float(r['val_balanced_accuracy']) for r in rows]
+  assert accuracies == sorted(accuracies, reverse=True)
+  names = {r['trial'] for r in rows}
+  assert 'learning_rate=0.001,batch_size=4' in names
+
+  multiplexer, content = _hparams_data(run_dir)
+  experiment = metadata.parse_experiment_plugin_data(content['.'][metadata.EXPERIMENT_TAG])
+  assert {h.name for h in experiment.hparam_infos} == {'train.learning_rate',
+                                                       'train.batch_size'}
+  tags = [m.name.tag for m in experiment.metric_infos]
+  assert 'val/balanced_accuracy' in tags and 'val/roc_auc' in tags
+  for row in rows:
+    start = metadata.parse_session_start_info_plugin_data(
+        content[row['trial']][metadata.SESSION_START_INFO_TAG])
+    assert start.hparams['train.learning_rate'].number_value == float(
+        row['train.learning_rate'])
+    assert start.hparams['train.batch_size'].number_value == int(row['train.batch_size'])
+    events = multiplexer.Tensors(row['trial'], 'val/balanced_accuracy')
+    assert tensor_util.make_ndarray(events[-1].tensor_proto) == pytest.approx(
+        float(row['val_balanced_accuracy']))
+    # Tuning looks at validation only: the test split is never evaluated.
+    trial_dir = run_dir / row['trial']
+    assert not (trial_dir / 'predictions_test.csv').exists()
+    assert (trial_dir / 'train.log').is_file() and (trial_dir / 'checkpoints').is_dir()
+
+  best = rows[0]
+  assert f"best trial: {best['trial']}" in proc.stdout
+  assert f"--gin_bindings='train.learning_rate = {best['train.learning_rate']}'" in proc.stdout
+  assert f"    train.batch_size = {best['train.batch_size']}" in proc.stdout
+
+
+def test_rerun_trains_nothing(searched, cache_dir):
+  run_dir, _ = searched
+  checkpoints = sorted(run_dir.glob('*/checkpoints/**/*'))
+  assert checkpoints
+  before = {p: p.stat().st_mtime_ns for p in checkpoints}
+  proc = _tune(run_dir, 'configs/grids/debug.gin', cache_dir, '--parallel=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '4 evaluated earlier, 0 to run' in proc.stderr
+  assert ': starting' not in proc.stderr
+  assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
+  assert len(_read_csv(run_dir)) == 4
+
+
+def test_failing_trial_is_recorded_and_others_complete(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'train.optimizer': ['adam', 'no_such_optimizer']}")
+  run_dir = tmp_path / 'run'
+  proc = _tune(run_dir, grid, cache_dir, '--parallel=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]  # At least one trial completed.
+  rows = {r['trial']: r for r in _read_csv(run_dir)}
+  assert rows['optimizer=adam']['status'] == 'completed'
+  failed = rows['optimizer=no_such_optimizer']
+  assert failed['status'] == 'failed'
+  assert 'no_such_optimizer' in failed['error'] and 'train.py' in failed['error']
+  assert 'FAILED optimizer=no_such_optimizer' in proc.stdout
+  assert list(rows) == ['optimizer=adam', 'optimizer=no_such_optimizer']  # Failures last.
+
+
+def test_misspelt_grid_parameter_fails_before_any_trial(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'train.learnin_rate': [1e-2, 1e-3]}")
+  run_dir = tmp_path / 'run'
+  proc = _tune(run_dir, grid, cache_dir)
+  assert proc.returncode == 1
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and 'learnin_rate' in errors[0], proc.stderr[-2000:]
+  assert not run_dir.exists()
+
+
+def test_grid_expands_into_named_trials():
+  trials = grid_lib.expand({'train.learning_rate': [1e-2, 1e-5],
+                            'train.optimizer': ['adam', 'sgd'],
+                            'resnet_v2.build_resnet_v2.widths': [[4, 8, 8], None]})
+  assert len(trials) == 8
+  assert trials[0].name == 'learning_rate=0.01,optimizer=adam,widths=4_8_8'
+  assert trials[-1].name == 'learning_rate=1e-05,optimizer=sgd,widths=None'
+  assert trials[0].bindings == ['train.learning_rate = 0.01', "train.optimizer = 'adam'",
+                                'resnet_v2.build_resnet_v2.widths = [4, 8, 8]']
+  assert len({t.name for t in trials}) == 8
+
+
+def test_ambiguous_or_colliding_names_stay_unique():
+  trials = grid_lib.expand({'train.seed': [0], 'data.synthetic_data.seed': [1],
+                            'a.b': ['x y', 'x_y']})
+  assert trials[0].name.startswith('train.seed=0,data.synthetic_data.seed=1,b=x_y-')
+  assert len({t.name for t in trials}) == 2
+
+
+@pytest.mark.parametrize('grid', [{}, {'train.learning_rate': 1e-3},
+                                  {'train.learning_rate': []}, {'not a name': [1]},
+                                  {'train.batch_size': [4, 4]}])
+def test_bad_grid_is_one_line_error(grid):
+  with pytest.raises(ValueError, match='tune.grid_search.grid') as info:
+    grid_lib.validate(grid)
+  assert '\n' not in str(info.value)
+
+
+def test_rows_sort_best_first_and_failures_last():
+  rows = [dict(trial='a', status='completed', balanced_accuracy=0.6),
+          dict(trial='b', status='failed'),
+          dict(trial='c', status='completed', balanced_accuracy=float('nan')),
+          dict(trial='d', status='completed', balanced_accuracy=0.8)]
+  assert [r['trial'] for r in results.sort_rows(rows, 'balanced_accuracy', 'max')] == [
+      'd', 'a', 'c', 'b']
+  assert [r['trial'] for r in results.sort_rows(rows, 'balanced_accuracy', 'min')][:2] == [
+      'a', 'd']
+
+
+def test_shell_quote_keeps_bindings_pasteable():
+  assert results.shell_quote('train.batch_size = 4') == "'train.batch_size = 4'"
+  assert results.shell_quote("train.optimizer = 'sgd'") == '"train.optimizer = \'sgd\'"'
+
+
+@pytest.mark.parametrize('experiment,grid', [
+    ('configs/debug/debug.gin', 'configs/grids/debug.gin'),
+    ('configs/quickstart.gin', 'configs/grids/quickstart.gin'),
+    ('configs/idrid_binary.gin', 'configs/grids/idrid_lr_bs.gin')])
+def test_shipped_grids_parse_for_every_trial(experiment, grid, monkeypatch):
+  from tuning import search
+  from utils import entry
+  monkeypatch.chdir(REPO_ROOT)  # Gin includes are relative to the repository.
+  entry.parse_gin([experiment, grid], [])
+  trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
+  assert len(trials) >= 4
+  assert len(search.check_trials(trials, [experiment, grid], [])) == len(trials)
+
+
+def test_summary_without_a_completed_trial_lists_failures():
+  rows = [results.make_row('optimizer=x', {'train.optimizer': 'x'}, None, 'failed',
+                           'train.py exit 1: unknown optimizer', 3.0)]
+  report = results.Report('/runs/t', ['train.optimizer'], ['balanced_accuracy'],
+                          'balanced_accuracy', 'max', rows,
+                          {'optimizer=x': ["train.optimizer = 'x'"]})
+  text = results.format_summary(report)
+  assert report.best is None and 'best trial' not in text
+  assert '0 of 1 trials completed' in text
+  assert 'FAILED optimizer=x: train.py exit 1: unknown optimizer' in text

@@ -1,0 +1,273 @@
+"""Grid search over gin bindings: one sub-run per trial, validation metrics only.
+
+    <run_dir>/
+      events.out.tfevents.*     HParams experiment config (hparams.py)
+      results.csv               one row per trial, best first (results.py)
+      <trial name>/             an ordinary run directory per trial (runner.py), e.g.
+                                learning_rate=0.001,batch_size=16/
+
+Each trial is the base experiment (its gin files and bindings) plus the trial's
+bindings, trained by `train.py` and evaluated by `evaluate.py` on the validation split
+only; the test split is never touched. Before any trial starts, the parent parses
+every trial's configuration once (a misspelt parameter fails the whole search at once)
+and builds the TFRecords of each distinct records configuration, so parallel trials
+never race to build them. A trial already evaluated is skipped; one interrupted is
+resumed by running it again; one that fails is recorded and the others go on.
+
+The grid's gin file must `import tuning.search`, so that the trials' own train.py and
+evaluate.py, which parse the same files, know `tune.grid_search`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import gin
+
+from training import data
+from training import run_dir as rd
+from tuning import grid as grid_lib
+from tuning import hparams
+from tuning import results
+from tuning import runner
+from utils import gin_utils
+
+GIN_IMPORT = 'import tuning.search'
+DEFAULT_METRICS = ('balanced_accuracy', 'roc_auc', 'accuracy', 'sensitivity',
+                   'specificity', 'f1')
+_RECORD_CONFIGURABLES = ('data.prepare_records', 'data.synthetic_data',
+                         'tfrecords.build_tfrecords')
+
+
+def _raw_grid(grid: Any) -> tuple[Any, bool]:
+  """The grid as gin parsed it (references unresolved), and whether gin bound it."""
+  try:
+    raw = gin.query_parameter(grid_lib.GRID_PARAMETER)
+  except ValueError:
+    return grid, False
+  same = isinstance(raw, dict) and isinstance(grid, dict) and list(raw) == list(grid)
+  return (raw if same or grid is None else grid), True
+
+
+def _parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+  gin.clear_config()
+  gin_utils.parse_gin(gin_files, bindings, finalize=False)
+
+
+def _records_key() -> str:
+  """The bindings that decide which records a configuration trains on."""
+  return json.dumps([gin.get_bindings(c) for c in _RECORD_CONFIGURABLES],
+                    sort_keys=True, default=repr)
+
+
+def check_trials(trials: Sequence[grid_lib.Trial], gin_files: Sequence[str],
+                 gin_bindings: Sequence[str]) -> dict[str, str]:
+  """Parses every trial's configuration; returns trial name -> records key.
+
+  Raises:
+    gin_utils.ConfigError: One line naming the trial whose bindings gin rejects.
+  """
+  keys = {}
+  for trial in trials:
+    try:
+      _parse(gin_files, [*gin_bindings, *trial.bindings])
+    except gin_utils.ConfigError as e:
+      raise gin_utils.ConfigError(
+          f'{grid_lib.GRID_PARAMETER}: trial {trial.name} ({"; ".join(trial.bindings)}): '
+          f'{e}') from e
+    keys[trial.name] = _records_key()
+  return keys
+
+
+def _prepare_records(trials: Sequence[grid_lib.Trial], keys: dict[str, str],
+                     gin_files: Sequence[str], gin_bindings: Sequence[str],
+                     data_dir: str | None) -> None:
+  """Builds (or finds) the records of each distinct records configuration, serially."""
+  done = set()
+  for trial in trials:
+    if keys[trial.name] in done:
+      continue
+    _parse(gin_files, [*gin_bindings, *trial.bindings])
+    logging.info('records for trial %s', trial.name)
+    data.prepare_records(data_dir)
+    done.add(keys[trial.name])
+
+
+def _trial_info(trial: grid_lib.Trial, gin_files: list[str], gin_bindings: list[str],
+                data_dir: str | None, evaluate_bindings: Sequence[str]) -> dict[str, Any]:
+  """What trial.json records about how a trial is run."""
+  return dict(trial=trial.name, index=trial.index, bindings=trial.bindings,
+              gin_files=gin_files, gin_bindings=gin_bindings, data_dir=data_dir,
+              evaluate_bindings=list(evaluate_bindings))
+
+
+def _read_info(trial_dir: str) -> dict[str, Any]:
+  path = os.path.join(trial_dir, runner.TRIAL_INFO)
+  try:
+    return rd.read_json(path) if os.path.isfile(path) else {}
+  except ValueError:
+    return {}
+
+
+def _run_one(trial: grid_lib.Trial, trial_dir: str, total: int, info: dict[str, Any],
+             env: dict[str, str], stop: threading.Event) -> runner.Outcome:
+  """Worker: runs a trial and records its status in trial.json."""
+  logging.info('trial %d/%d %s: starting', trial.index + 1, total, trial.name)
+  os.makedirs(trial_dir, exist_ok=True)
+  info = dict(info, status='running', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+  rd.write_json(os.path.join(trial_dir, runner.TRIAL_INFO), info)
+  gin_bindings = [*info['gin_bindings'], *trial.bindings]
+  outcome = runner.run_trial(trial_dir, info['gin_files'], gin_bindings, info['data_dir'],
+                             info['evaluate_bindings'], env, stop)
+  info.update(status=outcome.status, error=outcome.error, seconds=round(outcome.seconds, 1))
+  rd.write_json(os.path.join(trial_dir, runner.TRIAL_INFO), info)
+  return outcome
+
+
+@gin.configurable(module='tune', denylist=['run_dir', 'gin_files', 'gin_bindings',
+                                           'data_dir', 'parallel'])
+def grid_search(run_dir: str,
+                gin_files: Sequence[str] = (),
+                gin_bindings: Sequence[str] = (),
+                data_dir: str | None = None,
+                parallel: int = 1,
+                # The search space and how trials are ranked.
+                grid: dict[str, list[Any]] | None = None,  # 'conf.param': [values]
+                selection_metric: str = 'balanced_accuracy',  # on the validation split
+                selection_mode: str = 'max',                  # 'max' or 'min'
+                metrics: Sequence[str] = DEFAULT_METRICS,
+                evaluate_bindings: Sequence[str] = ()) -> results.Report:
+  """Trains and evaluates every trial of `grid` in its own sub-run of `run_dir`.
+
+  Args:
+    run_dir: Folder of the search; created, reused to resume.
+    gin_files: The base experiment's gin files (the grid's own file included).
+    gin_bindings: The base experiment's extra bindings; trial bindings come after.
+    data_dir: Passed to train.py as --data_dir.
+    parallel: Trials run at once; the CPU cores are divided among them.
+    grid: Parameter -> list of values; the trials are their Cartesian product.
+    selection_metric: Validation metric (a key of metrics.json) ranking the trials.
+    selection_mode: 'max' if larger is better, else 'min'.
+    metrics: Validation metrics logged to HParams and results.csv.
+    evaluate_bindings: Extra bindings for each trial's evaluate.py only, e.g.
+      'evaluate.write_figures = False' to skip its figures.
+
+  Returns:
+    The report, rows best first; results.csv and HParams summaries are written.
+
+  Raises:
+    ValueError: For a bad grid, flag or binding (one line naming it).
+  """
+  raw, from_gin = _raw_grid(grid)
+  _check_args(raw, from_gin, parallel, selection_mode)
+  trials, grid_values = grid_lib.expand(raw), grid_lib.validate(raw)
+  metrics = list(dict.fromkeys([*metrics, selection_metric]))
+  gin_files, gin_bindings = list(gin_files), list(gin_bindings)
+  run_dir = os.path.abspath(run_dir)
+  data_dir = os.path.abspath(data_dir) if data_dir else None
+  dirs = {t.name: os.path.join(run_dir, t.name) for t in trials}
+  try:
+    keys = check_trials(trials, gin_files, gin_bindings)
+    pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
+    pending_names = {t.name for t in pending}
+    _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
+  finally:
+    _parse(gin_files, gin_bindings)
+
+  start = time.time()
+  hparams.write_experiment(run_dir, grid_values, metrics)
+  outcomes = {t.name: _reuse(t, dirs[t.name], len(trials), gin_files, gin_bindings)
+              for t in trials if t.name not in pending_names}
+  threads = runner.threads_per_trial(parallel)
+  logging.info('grid of %d trials: %d evaluated earlier, %d to run, %d at a time with '
+               '%d threads each', len(trials), len(outcomes), len(pending), parallel, threads)
+  env = runner.trial_env(threads, share_gpu=parallel > 1)
+  infos = {t.name: _trial_info(t, gin_files, gin_bindings, data_dir, evaluate_bindings)
+           for t in pending}
+  outcomes.update(_run_pending(pending, dirs, len(trials), infos, env, parallel,
+                               selection_metric))
+
+  rows = []
+  for trial in trials:
+    outcome = outcomes[trial.name]
+    hparams.write_trial(dirs[trial.name], trial.name,
+                        hparams.hparam_values(grid_values, trial.values),
+                        {m: outcome.metrics.get(m) for m in metrics})
+    rows.append(results.make_row(trial.name, trial.values, outcome.metrics,
+                                 outcome.status, outcome.error, outcome.seconds))
+  report = results.Report(run_dir, list(grid_values), metrics, selection_metric,
+                          selection_mode,
+                          results.sort_rows(rows, selection_metric, selection_mode),
+                          {t.name: t.bindings for t in trials})
+  results.write_csv(report)
+  logging.info('grid search finished in %.0f s: %d of %d trials completed',
+               time.time() - start, len(report.completed), len(trials))
+  return report
+
+
+def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: str) -> None:
+  if raw_grid is None:
+    raise ValueError(f'no grid: bind {grid_lib.GRID_PARAMETER} in a gin file '
+                     '(see configs/grids/)')
+  if from_gin and GIN_IMPORT not in gin.config_str().splitlines():
+    raise gin_utils.ConfigError(f'the grid gin file must contain `{GIN_IMPORT}` so that '
+                                "each trial's train.py knows tune.grid_search")
+  if parallel < 1:
+    raise ValueError(f'--parallel must be at least 1, got {parallel}')
+  if selection_mode not in ('max', 'min'):
+    raise ValueError("tune.grid_search.selection_mode must be 'max' or 'min', "
+                     f'got {selection_mode!r}')
+
+
+def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int, gin_files: list[str],
+           gin_bindings: list[str]) -> runner.Outcome:
+  """The outcome of a trial evaluated by an earlier invocation."""
+  info = _read_info(trial_dir)
+  if info and (info.get('gin_files'), info.get('gin_bindings')) != (gin_files, gin_bindings):
+    logging.warning('trial %s was evaluated with other base gin files or bindings; its '
+                    'results are kept (use a new --run_dir to retrain)', trial.name)
+  logging.info('trial %d/%d %s: skipped, evaluated earlier', trial.index + 1, total,
+               trial.name)
+  return runner.Outcome('completed', '', info.get('seconds', 0.0),
+                        runner.val_metrics(trial_dir))
+
+
+def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total: int,
+                 infos: dict[str, dict[str, Any]], env: dict[str, str], parallel: int,
+                 selection_metric: str) -> dict[str, runner.Outcome]:
+  """Runs trials `parallel` at a time; Ctrl-C (or SIGTERM via tune.py) stops them all."""
+  outcomes, start, stop = {}, time.time(), threading.Event()
+  with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+    futures = {pool.submit(_run_one, t, dirs[t.name], total, infos[t.name], env, stop): t
+               for t in pending}
+    try:
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        trial = futures[future]
+        outcomes[trial.name] = future.result()
+        _log_outcome(trial, outcomes[trial.name], total, done, len(pending),
+                     time.time() - start, selection_metric, dirs[trial.name])
+    except KeyboardInterrupt:
+      stop.set()
+      pool.shutdown(wait=True, cancel_futures=True)
+      logging.warning('interrupted: run the same command again to resume')
+      raise
+  return outcomes
+
+
+def _log_outcome(trial: grid_lib.Trial, outcome: runner.Outcome, total: int, done: int,
+                 pending: int, elapsed: float, metric: str, trial_dir: str) -> None:
+  progress = f'[{done}/{pending} run, {elapsed:.0f} s elapsed]'
+  if outcome.status == 'completed':
+    logging.info('trial %d/%d %s: completed in %.0f s, val %s %.4f %s', trial.index + 1,
+                 total, trial.name, outcome.seconds, metric,
+                 outcome.metrics.get(metric, float('nan')), progress)
+  else:
+    logging.error('trial %d/%d %s: %s after %.0f s: %s (logs in %s) %s', trial.index + 1,
+                  total, trial.name, outcome.status.upper(), outcome.seconds, outcome.error,
+                  trial_dir, progress)
