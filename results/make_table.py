@@ -1,4 +1,4 @@
-"""Regenerates the README's results table from results/<experiment>/seed_*/.
+"""Regenerates the README's results tables from results/<experiment>/.
 
     python results/make_table.py [--experiment=idrid_binary] [--check]
 
@@ -6,7 +6,9 @@ Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, pl
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
 validation probabilities with the runs' rule, applied to test. Writes
 results/<experiment>/table.md and replaces the block between the README's markers.
-With --check, exits 1 if the README is out of date instead of writing it.
+If results/<experiment>/localisation.json exists (written by
+`python -m visualization.localisation`), its table replaces the README's localisation
+block. With --check, exits 1 if the README is out of date instead of writing it.
 """
 
 import csv
@@ -46,8 +48,9 @@ def ensemble(seed_dirs, rule):
   return metrics_lib.binary_metrics(*averaged['test'], threshold), threshold
 
 
-def build_table(experiment: str) -> str:
-  seed_dirs = sorted(glob.glob(os.path.join(ROOT, 'results', experiment, 'seed_*')),
+def build_table(experiment: str, root: str = ROOT) -> str:
+  """The markdown table of results/<experiment>/seed_*/ under `root`."""
+  seed_dirs = sorted(glob.glob(os.path.join(root, 'results', experiment, 'seed_*')),
                      key=lambda d: int(d.rsplit('_', 1)[1]))
   if not seed_dirs:
     raise SystemExit(f'no results in results/{experiment}/seed_*')
@@ -76,6 +79,24 @@ def build_table(experiment: str) -> str:
   return head + '\n' + '\n'.join(rows) + '\n'
 
 
+def _replace_block(readme: str, tag: str, content: str) -> str:
+  start, end = f'<!-- {tag}:start -->', f'<!-- {tag}:end -->'
+  pattern = re.compile(re.escape(start) + '.*?' + re.escape(end), re.S)
+  if not pattern.search(readme):
+    raise SystemExit(f'README.md has no {start} ... {end} block')
+  return pattern.sub(lambda _: f'{start}\n{content}{end}', readme)
+
+
+def localisation_table(experiment: str) -> str | None:
+  path = os.path.join(ROOT, 'results', experiment, 'localisation.json')
+  if not os.path.isfile(path):
+    return None
+  from visualization import localisation  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    data = json.load(f)
+  return localisation.format_table(data['summary']) + '\n'
+
+
 def main():
   experiment = 'idrid_binary'
   check = '--check' in sys.argv
@@ -88,11 +109,10 @@ def main():
   readme_path = os.path.join(ROOT, 'README.md')
   with open(readme_path) as f:
     readme = f.read()
-  start, end = f'<!-- results:{experiment}:start -->', f'<!-- results:{experiment}:end -->'
-  pattern = re.compile(re.escape(start) + '.*?' + re.escape(end), re.S)
-  if not pattern.search(readme):
-    raise SystemExit(f'README.md has no {start} ... {end} block')
-  updated = pattern.sub(lambda _: f'{start}\n{table}{end}', readme)
+  updated = _replace_block(readme, f'results:{experiment}', table)
+  loc = localisation_table(experiment)
+  if loc is not None:
+    updated = _replace_block(updated, f'localisation:{experiment}', loc)
   if check:
     sys.exit(0 if updated == readme else 1)
   with open(readme_path, 'w') as f:

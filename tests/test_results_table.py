@@ -1,0 +1,39 @@
+"""results/make_table.py: per-seed rows, mean and sample sd, and the ensemble row."""
+
+import json
+
+import numpy as np
+
+from evaluation import metrics
+from results import make_table
+
+
+def _seed(root, seed, val, test):
+  d = root / 'results' / 'exp' / f'seed_{seed}'
+  d.mkdir(parents=True)
+  out = {'threshold_rule': 'argmax', 'splits': {}}
+  for split, (labels, probs) in (('val', val), ('test', test)):
+    with open(d / f'predictions_{split}.csv', 'w') as f:
+      f.write('name,label,p_NRDR,p_RDR\n')
+      for i, (y, p) in enumerate(zip(labels, probs)):
+        f.write(f'IDRiD_{i:03d},{y},{1 - p:.6f},{p:.6f}\n')
+    out['splits'][split] = metrics.binary_metrics(labels, probs, 0.5)
+  (d / 'metrics.json').write_text(json.dumps(out))
+  (d / 'run.json').write_text(json.dumps({'seed': seed, 'train_seconds': 120.0 * (seed + 1)}))
+  return out['splits']['test']
+
+
+def test_table_mean_sd_and_ensemble(tmp_path):
+  labels = np.array([0, 0, 1, 1, 1])
+  a = _seed(tmp_path, 0, (labels, [0.2, 0.6, 0.7, 0.8, 0.4]), (labels, [0.1, 0.6, 0.9, 0.4, 0.8]))
+  b = _seed(tmp_path, 1, (labels, [0.3, 0.2, 0.9, 0.6, 0.7]), (labels, [0.2, 0.3, 0.45, 0.4, 0.9]))
+  table = make_table.build_table('exp', root=str(tmp_path))
+  lines = table.splitlines()
+  assert lines[2].startswith('| seed 0 |') and '| 2.0 |' in lines[2]
+  mean = np.mean([a['balanced_accuracy'], b['balanced_accuracy']])
+  sd = np.std([a['balanced_accuracy'], b['balanced_accuracy']], ddof=1)
+  assert f'**{mean:.3f} +- {sd:.3f}**' in lines[4]
+  ensemble = metrics.binary_metrics(labels, np.mean([[0.1, 0.6, 0.9, 0.4, 0.8],
+                                                     [0.2, 0.3, 0.45, 0.4, 0.9]], axis=0), 0.5)
+  assert lines[5].startswith('| ensemble of the 2 seeds')
+  assert f'| {ensemble["roc_auc"]:.3f} |' in lines[5]
