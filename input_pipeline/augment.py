@@ -2,7 +2,7 @@
 
 Rotation, shift, zoom, shear and both flips are composed into a single affine matrix
 and applied with one `cv2.warpAffine` (bilinear, black fill like the fundus
-surround); brightness and contrast are one `cv2.convertScaleAbs` on the same pixels.
+surround); brightness and contrast are one saturating `cv2.addWeighted` on the same pixels.
 Chaining seven Keras random layers resamples the image once per geometric layer and
 runs about four times slower on two CPU cores (see benchmarks/input_pipeline.py).
 
@@ -79,7 +79,8 @@ def augment_image(image: np.ndarray, seed: np.ndarray, aug: Augmentation) -> np.
     gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
     _, retina = cv2.threshold(gray, 10, 255, cv2.THRESH_BINARY)
     mean = cv2.mean(gray, mask=retina)[0] * gain
-    out = cv2.convertScaleAbs(out, alpha=gain * factor, beta=mean * (1.0 - factor))
+    # addWeighted saturates to [0, 255] (convertScaleAbs would mirror negatives).
+    out = cv2.addWeighted(out, gain * factor, out, 0.0, mean * (1.0 - factor))
     out = cv2.bitwise_and(out, out, mask=retina)
   return out
 

@@ -91,3 +91,13 @@ def test_brightness_keeps_surround_black():
   outs = [augment.augment_image(image, np.array([1, i]), bright) for i in range(10)]
   assert all(o[:8].max() == 0 for o in outs)
   assert len({int(o[16, 16, 0]) for o in outs}) > 3
+
+
+def test_contrast_is_monotonic_on_dark_pixels():
+  image = np.zeros((32, 32, 3), np.uint8)
+  image[4:28, 4:28] = np.linspace(12, 250, 24).astype(np.uint8)[None, :, None]
+  strong = augment.Augmentation(rotation=0, shift=0, zoom=0, shear=0, horizontal_flip=False,
+                                vertical_flip=False, brightness=0.3, contrast=0.6)
+  for i in range(10):
+    row = augment.augment_image(image, np.array([2, i]), strong)[16, 4:28, 0].astype(int)
+    assert np.all(np.diff(row) >= 0), row  # darker stays darker: no mirrored values

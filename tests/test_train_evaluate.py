@@ -109,9 +109,15 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert result.returncode == 0, result.stderr[-3000:]
   with open(history) as f:
     epochs = [int(r['epoch']) for r in csv.DictReader(f) if r['epoch'] != 'epoch']
-  # The second run starts after the last completed epoch and ends at epoch 6.
-  assert epochs[-1] == 5 and epochs[done_before] >= done_before - 1
-  assert len(epochs) <= 7
+  # The second run starts after the last completed epoch and ends at epoch 6: no epoch
+  # is skipped, and at most the one killed while being backed up is repeated.
+  assert set(epochs) == set(range(6)) and epochs[-1] == 5 and len(epochs) <= 7
+  assert epochs == sorted(epochs)
+  best = json.loads((run / 'checkpoints/best.json').read_text())
+  with open(history) as f:
+    rows = list(csv.DictReader(f))
+  best_row = max(rows, key=lambda r: float(r['val_balanced_accuracy']))
+  assert best['value'] == pytest.approx(float(best_row['val_balanced_accuracy']))
   assert json.loads((run / 'run.json').read_text())['status'] == 'completed'
 
 

@@ -42,7 +42,7 @@ class BestValue(keras.callbacks.Callback):
     super().__init__()
     self.path = os.path.join(run_dir, rd.BEST_INFO)
     self.monitor, self.mode = monitor, mode
-    self.best = read_best(run_dir)
+    self.best = read_best(run_dir, monitor)
 
   def on_epoch_end(self, epoch, logs=None):
     value = (logs or {}).get(self.monitor)
@@ -55,9 +55,13 @@ class BestValue(keras.callbacks.Callback):
       rd.write_json(self.path, dict(monitor=self.monitor, value=self.best, epoch=epoch + 1))
 
 
-def read_best(run_dir: str) -> float | None:
+def read_best(run_dir: str, monitor: str) -> float | None:
+  """The best value of `monitor` recorded by an earlier part of this run, if any."""
   path = os.path.join(run_dir, rd.BEST_INFO)
-  return rd.read_json(path)['value'] if os.path.isfile(path) else None
+  if not os.path.isfile(path):
+    return None
+  best = rd.read_json(path)
+  return best['value'] if best.get('monitor') == monitor else None
 
 
 def confusion_figure(matrix: np.ndarray, class_names, title: str):
@@ -108,5 +112,5 @@ class ConfusionMatrixImage(keras.callbacks.Callback):
     image = figure_to_image(confusion_figure(matrix, self.class_names,
                                              f'validation, epoch {epoch + 1}'))
     with self.writer.as_default():
-      tf.summary.image('confusion_matrix', image[None], step=epoch + 1)
+      tf.summary.image('confusion_matrix', image[None], step=epoch)  # Keras' 0-based step
     self.writer.flush()

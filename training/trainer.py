@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import warnings
@@ -76,7 +78,7 @@ def train(run_dir: str,
           augment: bool = True,
           # Selection and reproducibility.
           monitor: str = 'val_balanced_accuracy',
-          monitor_mode: str = 'max',
+          monitor_mode: str | None = None,   # 'max'/'min'; None: 'min' for losses
           seed: int = 0,
           deterministic: bool = False,       # bit-for-bit repeatable ops (slower)
           jit_compile: bool | str = 'auto') -> dict[str, Any]:
@@ -86,17 +88,19 @@ def train(run_dir: str,
     A summary: best monitored value and epoch, epochs run, seconds.
   """
   info_path = os.path.join(run_dir, rd.RUN_INFO)
-  if os.path.isfile(info_path):
-    info = rd.read_json(info_path)
-    if info.get('status') == 'completed' and info.get('epochs') == epochs:
-      logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
-      return info
+  config_hash = hashlib.sha256(gin.config_str().encode()).hexdigest()[:16]
+  previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
+  if previous and previous.get('config_hash') != config_hash:
+    raise ValueError(f'{run_dir} holds a run with another configuration (run.json); '
+                     'use a new --run_dir')
+  if previous.get('status') == 'completed':
+    logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
+    return previous
   keras.utils.set_random_seed(seed)
   if deterministic:
     tf.config.experimental.enable_op_determinism()
 
   data_dir, records_dir = data.prepare_records(data_dir)
-  os.makedirs(run_dir, exist_ok=True)  # only once the data is known to be usable
   manifest = tfrecords.read_manifest(records_dir)
   class_names = manifest['class_names']
   size = manifest['params']['image_size']
@@ -105,33 +109,50 @@ def train(run_dir: str,
     monitor = monitor[len('val_'):]
     logging.warning('no validation split: selecting the checkpoint on %s', monitor)
 
-  train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
-                                   oversample=oversample, augment=augment, seed=seed)
-  val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
-  steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
-
   model = models.build_model(input_shape=(size, size, 3), num_classes=len(class_names))
+  metrics = metrics_lib.training_metrics(len(class_names))
+  logged = ['loss'] + [m.name for m in metrics]
+  logged += [f'val_{k}' for k in logged] if has_val else []
+  if monitor not in logged:
+    raise ValueError(f'train.monitor = {monitor!r} is not logged; choose one of {logged}')
+  monitor_mode = monitor_mode or ('min' if monitor.endswith('loss') else 'max')
+  if monitor_mode not in ('min', 'max'):
+    raise ValueError(f"train.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+  steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
                                warmup_epochs * steps),
       loss=keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else
       _smoothed_loss(len(class_names), label_smoothing),
-      metrics=metrics_lib.training_metrics(len(class_names)), jit_compile=jit_compile)
+      metrics=metrics, jit_compile=jit_compile)
   logging.info('model %s: %d parameters; %d steps of %d per epoch, %d epochs',
                model.name, model.count_params(), steps, batch_size, epochs)
 
-  previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
-  info = dict(status='running', data_dir=os.path.abspath(data_dir),
+  # A resumed run draws a new data order and new augmentations for its remaining
+  # epochs (replaying epoch 1's would repeat them); it is not bit-identical to an
+  # uninterrupted run.
+  resumed_at = _backup_epoch(os.path.join(run_dir, rd.BACKUP_DIR))
+  data_seed = seed + 7919 * resumed_at
+  if resumed_at:
+    logging.info('resuming %s after epoch %d', run_dir, resumed_at)
+  train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
+                                   oversample=oversample, augment=augment, seed=data_seed)
+  val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
+  os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
+
+  info = dict(status='running', config_hash=config_hash,
+              records_fingerprint=manifest['fingerprint'], data_dir=os.path.abspath(data_dir),
               records_dir=os.path.abspath(records_dir), class_names=class_names,
               image_size=size, epochs=epochs, seed=seed, monitor=monitor,
               train_seconds=previous.get('train_seconds', 0.0))
   rd.write_json(info_path, info)
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
+  # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
+  # best value and history row are written.
   callbacks = [
-      keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR)),
       keras.callbacks.ModelCheckpoint(
           os.path.join(run_dir, rd.BEST_MODEL), monitor=monitor, mode=monitor_mode,
-          save_best_only=True, initial_value_threshold=cb.read_best(run_dir)),
+          save_best_only=True, initial_value_threshold=cb.read_best(run_dir, monitor)),
       cb.BestValue(run_dir, monitor, monitor_mode),
       keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
       keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
@@ -141,6 +162,8 @@ def train(run_dir: str,
   if val_ds is not None:
     callbacks.append(cb.ConfusionMatrixImage(val_ds, class_names,
                                              os.path.join(run_dir, rd.VALIDATION_DIR)))
+  callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR),
+                                                    double_checkpoint=True))
   # Keras warns when the (finite) validation set ends, which is intended here.
   warnings.filterwarnings('ignore', message='Your input ran out of data')
   warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
@@ -154,6 +177,15 @@ def train(run_dir: str,
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])
   return info
+
+
+def _backup_epoch(backup_dir: str) -> int:
+  """Epochs completed according to a BackupAndRestore folder (0 when none)."""
+  path = os.path.join(backup_dir, 'training_metadata.json')
+  if not os.path.isfile(path):
+    return 0
+  with open(path) as f:
+    return int(json.load(f).get('epoch', -1)) + 1
 
 
 def _smoothed_loss(num_classes: int, smoothing: float):
