@@ -15,6 +15,7 @@ import tensorflow as tf
 from evaluation import metrics as metrics_lib
 from evaluation import plots
 from input_pipeline import datasets
+from input_pipeline import tfrecords
 from training import run_dir as rd
 from visualization import galleries
 from visualization import registry as attribution_methods
@@ -94,9 +95,20 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     attribution_methods.get(gallery_method)  # An unknown name fails before any work.
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   records_dir, class_names = info['records_dir'], info['class_names']
+  manifest = tfrecords.read_manifest(records_dir)
+  if info.get('records_fingerprint') not in (None, manifest['fingerprint']):
+    raise ValueError(f'the records in {records_dir} changed since {run_dir} was trained '
+                     '(manifest fingerprint differs); retrain or rebuild them as they were')
   model = load_best_model(run_dir)
   binary = len(class_names) == 2
-  preds = {s: predict(model, records_dir, s, batch_size) for s in splits}
+  empty = [s for s in splits if not manifest['counts'][s]['total']]
+  if empty:
+    logging.warning('skipping empty split(s) %s', ', '.join(empty))
+  # Remove earlier results first, so a failure cannot leave new predictions beside an
+  # old metrics.json.
+  if os.path.isfile(os.path.join(run_dir, rd.METRICS)):
+    os.remove(os.path.join(run_dir, rd.METRICS))
+  preds = {s: predict(model, records_dir, s, batch_size) for s in splits if s not in empty}
   results: dict[str, Any] = dict(run_dir=os.path.abspath(run_dir),
                                  checkpoint_epoch=info.get('best', {}).get('epoch'),
                                  class_names=class_names, splits={})
@@ -125,11 +137,15 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
                                 class_names, k=gradcam_galleries,
                                 threshold=results.get('threshold', 0.5),
                                 method=gallery_method,
-                                step=results['checkpoint_epoch'] or 0)
+                                step=_step(results))
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)
-  _write_summaries(os.path.join(run_dir, rd.EVAL_DIR), results,
-                   step=results['checkpoint_epoch'] or 0)
+  _write_summaries(os.path.join(run_dir, rd.EVAL_DIR), results, step=_step(results))
   return results
+
+
+def _step(results: dict[str, Any]) -> int:
+  """TensorBoard step of the evaluated checkpoint: Keras' 0-based epoch."""
+  return max(0, (results['checkpoint_epoch'] or 1) - 1)
 
 
 def _write_summaries(log_dir: str, results: dict[str, Any], step: int) -> None:

@@ -49,7 +49,7 @@ def write_figures(run_dir: str, results: dict[str, Any], preds, class_names) -> 
                                 'ROC, P(RDR)')
   paths = []
   writer = tf.summary.create_file_writer(os.path.join(run_dir, rd.EVAL_DIR))
-  step = results.get('checkpoint_epoch') or 0
+  step = max(0, (results.get('checkpoint_epoch') or 1) - 1)  # Keras' 0-based epoch
   for name, fig in figures.items():
     path = os.path.join(fig_dir, f'{name}.png')
     fig.savefig(path, dpi=100)

@@ -52,7 +52,8 @@ def main(argv):
     # Only pass switches that are on, so gin bindings of the same names still apply.
     switches = {k: True for k in ('strict', 'force') if FLAGS[k].value}
     manifest = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.out_dir, **switches)
-  except (gin_utils.ConfigError, idrid.DataError, FileExistsError, ValueError) as e:
+  except (gin_utils.ConfigError, idrid.DataError, FileExistsError, PermissionError,
+          ValueError) as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -149,13 +149,17 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
   sources = {f'{r.split}/{r.name}': hashes[r.path] for r in records}
   fingerprint = _fingerprint(params, sources)
   manifest_path = os.path.join(out_dir, MANIFEST)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f'{out_dir} is a file, not a folder; choose another --out_dir')
   if os.path.isfile(manifest_path) and not force:
     existing = read_manifest(out_dir)
-    if existing.get('fingerprint') == fingerprint:
+    shards_present = all(os.path.isfile(os.path.join(out_dir, name))
+                         for names in existing.get('shards', {}).values() for name in names)
+    if existing.get('fingerprint') == fingerprint and shards_present:
       logging.info('reusing TFRecords in %s (inputs and parameters unchanged)', out_dir)
       existing['reused'] = True
       return existing
-    logging.info('inputs or parameters changed: rebuilding %s', out_dir)
+    logging.info('inputs, parameters or shards changed: rebuilding %s', out_dir)
   elif os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
     raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
                           'choose another --out_dir')

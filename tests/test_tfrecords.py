@@ -161,3 +161,20 @@ def test_real_idrid_manifest(idrid_800, tmp_path):
   dropped = {d['name'] for d in manifest['dropped']}
   assert dropped == {'IDRiD_118', 'IDRiD_021', 'IDRiD_391'}
   assert counts['train']['total'] + counts['val']['total'] == 413 - len(dropped)
+
+
+def test_out_dir_that_is_a_file_is_refused(synthetic_dir, tmp_path):
+  target = tmp_path / 'labels.csv'
+  target.write_text('precious')
+  with pytest.raises(FileExistsError, match='is a file'):
+    _build(synthetic_dir, target)
+  assert target.read_text() == 'precious'
+
+
+def test_missing_shard_triggers_rebuild(synthetic_dir, tmp_path):
+  out = tmp_path / 'tfr'
+  _build(synthetic_dir, out)
+  os.remove(tfrecords.shard_paths(str(out), 'val')[0])
+  again = _build(synthetic_dir, out)
+  assert not again['reused']
+  assert all(os.path.isfile(p) for p in tfrecords.shard_paths(str(out), 'val'))

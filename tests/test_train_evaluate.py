@@ -61,11 +61,31 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   with open(run / 'predictions_test.csv') as f:
     assert len(list(csv.DictReader(f))) == 8
 
-  # A finished run is not trained again.
+  # A finished run is not trained again; the same run dir with another config is refused.
   mtime = (run / 'checkpoints/best.keras').stat().st_mtime
   again = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', env=env)
   assert again.returncode == 0 and 'nothing to train' in again.stderr
+  other = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+               '--gin_bindings=train.epochs = 3', env=env)
+  assert other.returncode == 1 and 'another configuration' in other.stderr
   assert (run / 'checkpoints/best.keras').stat().st_mtime == mtime
+
+  # Records changed since training: evaluation refuses instead of mixing splits.
+  manifest_path = os.path.join(info['records_dir'], 'manifest.json')
+  manifest = json.loads(open(manifest_path).read())
+  manifest['fingerprint'] = 'changed'
+  with open(manifest_path, 'w') as f:
+    json.dump(manifest, f)
+  changed = _run('evaluate.py', f'--run_dir={run}', env=env)
+  assert changed.returncode == 1 and 'changed since' in changed.stderr
+
+
+def test_unknown_monitor_fails_before_training(tmp_path, env):
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                '--gin_bindings=train.monitor = "val_kappa"', env=env)
+  assert result.returncode == 1 and 'val_kappa' in result.stderr
+  assert not run.exists()
 
 
 @pytest.mark.parametrize('args, message', [

@@ -28,8 +28,10 @@ def user_errors() -> Iterator[None]:
   try:
     yield
   except (gin_utils.ConfigError, idrid.DataError, preprocessing.ImageError,
-          FileNotFoundError, FileExistsError, ValueError) as e:
+          FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+          NotADirectoryError, ValueError) as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    logging.debug('details', exc_info=True)  # --verbosity=1 shows the traceback
     logging.error('%s', message)
     print(f'error: {message}', file=sys.stderr)
     sys.exit(1)
