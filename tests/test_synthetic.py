@@ -1,4 +1,4 @@
-"""Tests for input_pipeline/synthetic.py: layout, CSV quirks, determinism, masks, CLI."""
+"""Tests for input_pipeline/synthetic.py and synthetic_render.py: layout, CSV, masks, CLI."""
 
 import json
 import os
@@ -208,6 +208,22 @@ def test_ensure_synthetic_reuses_and_regenerates(tmp_path):
   next((out / GRADING / synthetic.IMAGE_DIRS['test']).iterdir()).unlink()  # incomplete
   synthetic.ensure_synthetic(str(out), **kwargs)
   assert len(list((out / GRADING / synthetic.IMAGE_DIRS['test']).iterdir())) == 2
+
+
+def test_synthetic_data_cache_follows_generate_bindings(tmp_path, monkeypatch):
+  # Imported here, not at the top: training.data imports TensorFlow.
+  from training import data  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path))
+  kwargs = dict(num_train=3, num_test=2, width=64, height=43)
+  default = pathlib.Path(data.synthetic_data(**kwargs))
+  assert default.parent == tmp_path and data.synthetic_data(**kwargs) == str(default)
+  gin.bind_parameter('synthetic.generate.grade_probs', (0, 0, 0, 0, 1))
+  skewed = pathlib.Path(data.synthetic_data(**kwargs))
+  assert skewed != default and skewed.parent == tmp_path
+  params = lambda d: json.loads((d / synthetic.MANIFEST).read_text())['params']
+  assert params(skewed)['grade_probs'] == [0, 0, 0, 0, 1]
+  assert params(default)['grade_probs'] == list(synthetic.GRADE_PROBS)  # left in place
+  assert {g for _, g, _ in _rows(skewed, 'train') + _rows(skewed, 'test')} == {4}
 
 
 def test_module_defines_no_flags():

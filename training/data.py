@@ -23,10 +23,16 @@ def cache_dir() -> str:
 @gin.configurable(module='data')
 def synthetic_data(num_train: int = 240, num_test: int = 80, width: int = 400,
                    height: int = 266, seed: int = 0) -> str:
-  """Generates the synthetic fundus set into the cache (once) and returns its folder."""
+  """Generates the synthetic fundus set into the cache (once) and returns its folder.
+
+  The folder is named after every parameter `synthetic.ensure_synthetic` would use,
+  gin bindings of `synthetic.generate` (e.g. grade_probs) and the generator version
+  included, so configurations that differ in any of them get separate folders.
+  """
   params = dict(num_train=num_train, num_test=num_test, width=width, height=height,
                 seed=seed)
-  key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+  effective = synthetic._generate_params(params)  # pylint: disable=protected-access
+  key = hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest()[:10]
   out_dir = os.path.join(cache_dir(), f'synthetic-{key}')
   return synthetic.ensure_synthetic(out_dir, **params)
 
