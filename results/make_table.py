@@ -6,7 +6,8 @@ Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, pl
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
 validation probabilities with the runs' rule, applied to test. Writes
 results/<experiment>/table.md and replaces the block between the README's markers.
-If results/<experiment>/localisation.json exists (written by
+If results/<experiment>/tune_<grid>.csv exists (a copy of tune.py's results.csv),
+it fills the README's tune block. If results/<experiment>/localisation.json exists (written by
 `python -m visualization.localisation`), its table replaces the README's localisation
 block. With --check, exits 1 if the README is out of date instead of writing it.
 """
@@ -97,6 +98,21 @@ def localisation_table(experiment: str) -> str | None:
   return localisation.format_table(data['summary']) + '\n'
 
 
+def tune_table(experiment: str) -> tuple[str, str] | None:
+  """Markdown of results/<experiment>/tune_<grid>.csv (a copy of tune.py's results.csv)."""
+  paths = glob.glob(os.path.join(ROOT, 'results', experiment, 'tune_*.csv'))
+  if not paths:
+    return None
+  grid = os.path.basename(paths[0])[len('tune_'):-len('.csv')]
+  with open(paths[0]) as f:
+    rows = list(csv.DictReader(f))
+  keep = [k for k in rows[0] if k not in ('error',)]
+  lines = ['| ' + ' | '.join(keep) + ' |', '|' + '---|' * len(keep)]
+  for row in rows:
+    lines.append('| ' + ' | '.join(row[k] for k in keep) + ' |')
+  return grid, '\n'.join(lines) + '\n'
+
+
 def main():
   experiment = 'idrid_binary'
   check = '--check' in sys.argv
@@ -110,6 +126,9 @@ def main():
   with open(readme_path) as f:
     readme = f.read()
   updated = _replace_block(readme, f'results:{experiment}', table)
+  tune = tune_table(experiment)
+  if tune is not None:
+    updated = _replace_block(updated, f'tune:{tune[0]}', tune[1])
   loc = localisation_table(experiment)
   if loc is not None:
     updated = _replace_block(updated, f'localisation:{experiment}', loc)
