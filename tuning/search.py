@@ -41,7 +41,7 @@ from utils import gin_utils
 GIN_IMPORT = 'import tuning.search'
 DEFAULT_METRICS = ('balanced_accuracy', 'roc_auc', 'accuracy', 'sensitivity',
                    'specificity', 'f1')
-_RECORD_CONFIGURABLES = ('data.prepare_records', 'data.synthetic_data',
+_RECORD_CONFIGURABLES = ('data.prepare_records', 'data.synthetic_data', 'synthetic.generate',
                          'tfrecords.build_tfrecords')
 
 
