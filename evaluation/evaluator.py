@@ -29,13 +29,31 @@ def load_best_model(run_dir: str) -> keras.Model:
   return keras.models.load_model(path, compile=False)
 
 
-def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 32
-            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-  """Probabilities, labels and names of every photograph of a split, in record order."""
+def dihedral_view(images: tf.Tensor, k: int) -> tf.Tensor:
+  """View k (0-7) of a batch: rotation by 90 * (k % 4) degrees, then a flip if k >= 4."""
+  out = tf.image.rot90(images, k % 4)
+  return tf.image.flip_left_right(out) if k >= 4 else out
+
+
+def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 32,
+            tta: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Probabilities, labels and names of every photograph of a split, in record order.
+
+  Args:
+    model: Classifier returning class probabilities.
+    records_dir: Folder written by `tfrecords.build_tfrecords`.
+    split: 'train', 'val' or 'test'.
+    batch_size: Photographs per forward pass.
+    tta: Test-time augmentation: probabilities averaged over the first `tta` of the
+      eight `dihedral_view`s of each photograph (1: the photograph alone).
+  """
+  if not 1 <= tta <= 8:
+    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
   probs, labels, names = [], [], []
   ds = datasets.make_dataset(records_dir, split, batch_size=batch_size, with_info=True)
   for images, y, info in ds:
-    probs.append(model(images, training=False).numpy())
+    probs.append(np.mean([model(dihedral_view(images, k), training=False).numpy()
+                          for k in range(tta)], axis=0))
     labels.append(y.numpy())
     names.extend(n.decode() for n in info['name'].numpy())
   if not names:
@@ -72,7 +90,7 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
              threshold_rule: str = 'youden', min_sensitivity: float = 0.9,
              batch_size: int = 32, write_figures: bool = True,
              gradcam_galleries: int = 4,
-             gallery_method: str = 'grad_cam') -> dict[str, Any]:
+             gallery_method: str = 'grad_cam', tta: int = 1) -> dict[str, Any]:
   """Evaluates the best checkpoint; writes metrics.json, predictions, figures, summaries.
 
   Args:
@@ -87,12 +105,15 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
       (`visualization.galleries`) of each evaluated 'val' and 'test' split; 0 = none.
       Written only with write_figures.
     gallery_method: Attribution method of the galleries (`visualization.attribute`).
+    tta: Views averaged per photograph (`predict`); 1 = no test-time augmentation.
 
   Returns:
     The content of metrics.json.
   """
   if write_figures and gradcam_galleries > 0:
     attribution_methods.get(gallery_method)  # An unknown name fails before any work.
+  if not 1 <= tta <= 8:
+    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   records_dir, class_names = info['records_dir'], info['class_names']
   manifest = tfrecords.read_manifest(records_dir)
@@ -108,10 +129,11 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   # old metrics.json.
   if os.path.isfile(os.path.join(run_dir, rd.METRICS)):
     os.remove(os.path.join(run_dir, rd.METRICS))
-  preds = {s: predict(model, records_dir, s, batch_size) for s in splits if s not in empty}
+  preds = {s: predict(model, records_dir, s, batch_size, tta) for s in splits
+           if s not in empty}
   results: dict[str, Any] = dict(run_dir=os.path.abspath(run_dir),
                                  checkpoint_epoch=info.get('best', {}).get('epoch'),
-                                 class_names=class_names, splits={})
+                                 class_names=class_names, tta=tta, splits={})
   if binary:
     if 'val' in preds:
       threshold = metrics_lib.choose_threshold(preds['val'][1], preds['val'][0][:, 1],

@@ -202,3 +202,26 @@ def test_keras_metrics_match_sklearn():
   auc.update_state(labels, y_pred)
   assert float(auc.result()) == pytest.approx(expected['roc_auc'], abs=0.01)
   del keras
+
+
+def test_tta_averages_the_eight_views(synthetic_records):
+  """With all eight views, a model that rotates or flips its input first scores the same."""
+  import keras
+  import tensorflow as tf
+  import models
+  from evaluation import evaluator
+  keras.utils.set_random_seed(0)
+  model = models.build_model(name='resnet_v2', input_shape=(64, 64, 3), num_classes=2)
+  inputs = keras.Input((64, 64, 3))
+  turned = keras.layers.Lambda(lambda x: tf.image.flip_left_right(tf.image.rot90(x, 1)))(inputs)
+  turned_model = keras.Model(inputs, model(turned))
+  one, labels, names = evaluator.predict(model, str(synthetic_records), 'test', tta=1)
+  assert len(names) == len(labels) == one.shape[0] > 0
+  one_turned = evaluator.predict(turned_model, str(synthetic_records), 'test', tta=1)[0]
+  assert np.abs(one - one_turned).max() > 1e-4  # the untrained model is not invariant
+  eight = evaluator.predict(model, str(synthetic_records), 'test', tta=8)[0]
+  eight_turned = evaluator.predict(turned_model, str(synthetic_records), 'test', tta=8)[0]
+  np.testing.assert_allclose(eight, eight_turned, atol=1e-5)
+  np.testing.assert_allclose(eight.sum(axis=1), 1.0, atol=1e-5)
+  with pytest.raises(ValueError, match='evaluate.tta'):
+    evaluator.predict(model, str(synthetic_records), 'test', tta=9)
