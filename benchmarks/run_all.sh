@@ -7,9 +7,13 @@ DATA="${1:-../shared/datasets/idrid-800}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 export TF_CPP_MIN_LOG_LEVEL=2
-echo "machine: $(nproc) cores, $(python -c 'import platform; print(platform.processor() or platform.machine())'), TensorFlow $(python -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)"
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || uname -m)"
+if grep -qw avx512f /proc/cpuinfo; then avx=AVX-512; elif grep -qw avx2 /proc/cpuinfo; then avx='AVX2, no AVX-512'; else avx='no AVX2'; fi
+echo "machine: $(nproc) cores, ${cpu:-$(uname -m)} ($avx), TensorFlow $(python -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)"
 python benchmarks/build_tfrecords.py --data_dir="$DATA" --out_dir="$OUT/tfr" 2>/dev/null
 python benchmarks/input_pipeline.py --records_dir="$OUT/tfr" --batches=60 2>/dev/null
 python benchmarks/train_step.py --records_dir="$OUT/tfr" --steps=20 2>/dev/null
+python benchmarks/train_step.py --gin_file=configs/idrid_binary.gin --settings=default:32,xla:32 \
+    --records_dir="$OUT/tfr" --epoch_batch=32 --steps=10 2>/dev/null
 python benchmarks/inference.py 2>/dev/null
 python benchmarks/train_memory.py --data_dir="$DATA" --run_dir="$OUT/run" 2>/dev/null

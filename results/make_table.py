@@ -6,8 +6,9 @@ Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, pl
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
 validation probabilities with the runs' rule, applied to test. Writes
 results/<experiment>/table.md and replaces the block between the README's markers.
-If results/<experiment>/tune_<grid>.csv exists (a copy of tune.py's results.csv),
-it fills the README's tune block. If results/<experiment>/localisation.json exists (written by
+Each results/<experiment>/tune_<grid>.csv (a copy of tune.py's results.csv) fills the
+README's tune:<grid> block; grids with `train.seed` among their parameters show mean +- sd
+over the seeds. If results/<experiment>/localisation.json exists (written by
 `python -m visualization.localisation`), its table replaces the README's localisation
 block. With --check, exits 1 if the README is out of date instead of writing it.
 """
@@ -98,19 +99,55 @@ def localisation_table(experiment: str) -> str | None:
   return localisation.format_table(data['summary']) + '\n'
 
 
-def tune_table(experiment: str) -> tuple[str, str] | None:
-  """Markdown of results/<experiment>/tune_<grid>.csv (a copy of tune.py's results.csv)."""
-  paths = glob.glob(os.path.join(ROOT, 'results', experiment, 'tune_*.csv'))
-  if not paths:
-    return None
-  grid = os.path.basename(paths[0])[len('tune_'):-len('.csv')]
-  with open(paths[0]) as f:
-    rows = list(csv.DictReader(f))
-  keep = [k for k in rows[0] if k not in ('error',)]
-  lines = ['| ' + ' | '.join(keep) + ' |', '|' + '---|' * len(keep)]
+def _mean_sd(values: list[float]) -> str:
+  sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+  return f'{np.mean(values):.3f} +- {sd:.3f}'
+
+
+def tune_markdown(rows: list[dict[str, str]]) -> str:
+  """Markdown of tune.py's results rows.
+
+  Columns whose names hold a dot are the grid's gin parameters. When `train.seed` is one
+  of them, completed trials are grouped by the other parameters (in the order of their
+  values) and each validation metric is shown as mean +- sample sd over the seeds.
+  """
+  columns = list(rows[0])
+  params = [c for c in columns if '.' in c]
+  metrics = [c for c in columns if c.startswith('val_')]
+  if 'train.seed' not in params:
+    keep = [c for c in columns if c != 'error']
+    lines = ['| ' + ' | '.join(keep) + ' |', '|' + '---|' * len(keep)]
+    lines += ['| ' + ' | '.join(row[k] for k in keep) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+  others = [p for p in params if p != 'train.seed']
+  groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
   for row in rows:
-    lines.append('| ' + ' | '.join(row[k] for k in keep) + ' |')
-  return grid, '\n'.join(lines) + '\n'
+    if row['status'] == 'completed':
+      groups.setdefault(tuple(row[p] for p in others), []).append(row)
+
+  def order(key):
+    return tuple(float(v) if re.fullmatch(r'-?[0-9.eE+-]+', v) else float('inf')
+                 for v in key) + key
+  head = others + ['seeds'] + [f'{m} (mean +- sd)' for m in metrics] + ['seconds (mean)']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for key in sorted(groups, key=order):
+    trials = groups[key]
+    cells = list(key) + [str(len(trials))]
+    cells += [_mean_sd([float(t[m]) for t in trials]) for m in metrics]
+    cells.append(f'{np.mean([float(t["seconds"]) for t in trials]):.0f}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def tune_tables(experiment: str, root: str = ROOT) -> list[tuple[str, str]]:
+  """(grid, markdown) of each results/<experiment>/tune_<grid>.csv (tune.py's results.csv)."""
+  tables = []
+  for path in sorted(glob.glob(os.path.join(root, 'results', experiment, 'tune_*.csv'))):
+    with open(path) as f:
+      rows = list(csv.DictReader(f))
+    if rows:
+      tables.append((os.path.basename(path)[len('tune_'):-len('.csv')], tune_markdown(rows)))
+  return tables
 
 
 def main():
@@ -126,9 +163,8 @@ def main():
   with open(readme_path) as f:
     readme = f.read()
   updated = _replace_block(readme, f'results:{experiment}', table)
-  tune = tune_table(experiment)
-  if tune is not None:
-    updated = _replace_block(updated, f'tune:{tune[0]}', tune[1])
+  for grid, markdown in tune_tables(experiment):
+    updated = _replace_block(updated, f'tune:{grid}', markdown)
   loc = localisation_table(experiment)
   if loc is not None:
     updated = _replace_block(updated, f'localisation:{experiment}', loc)

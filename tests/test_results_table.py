@@ -37,3 +37,24 @@ def test_table_mean_sd_and_ensemble(tmp_path):
                                                      [0.2, 0.3, 0.45, 0.4, 0.9]], axis=0), 0.5)
   assert lines[5].startswith('| ensemble of the 2 seeds')
   assert f'| {ensemble["roc_auc"]:.3f} |' in lines[5]
+
+
+def test_tune_table_groups_seeds_into_mean_and_sd(tmp_path):
+  d = tmp_path / 'results' / 'exp'
+  d.mkdir(parents=True)
+  rows = [('image_size=512,seed=0', 512, 0, 0.90, 'completed', 300),
+          ('image_size=256,seed=1', 256, 1, 0.80, 'completed', 100),
+          ('image_size=256,seed=0', 256, 0, 0.70, 'completed', 120),
+          ('image_size=512,seed=1', 512, 1, 0.0, 'failed', 5)]
+  with open(d / 'tune_sizes.csv', 'w') as f:
+    f.write('trial,tfrecords.build_tfrecords.image_size,train.seed,val_roc_auc,status,error,'
+            'seconds\n')
+    for trial, size, seed, auc, status, seconds in rows:
+      f.write(f'"{trial}",{size},{seed},{auc},{status},,{seconds}\n')
+  (grid, table), = make_table.tune_tables('exp', root=str(tmp_path))
+  lines = table.splitlines()
+  assert grid == 'sizes' and len(lines) == 4
+  assert lines[0].startswith('| tfrecords.build_tfrecords.image_size | seeds |')
+  sd = np.std([0.80, 0.70], ddof=1)
+  assert lines[2] == f'| 256 | 2 | 0.750 +- {sd:.3f} | 110 |'
+  assert lines[3] == '| 512 | 1 | 0.900 +- 0.000 | 300 |'  # the failed trial is left out
