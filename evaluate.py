@@ -2,8 +2,8 @@
 
     python evaluate.py --run_dir=runs/x [--gin_bindings="evaluate.threshold_rule = 'argmax'"]
 
-Restores the best checkpoint with the run's own configuration (its
-operative_config.gin), chooses the decision threshold on validation, applies it
+Restores the best checkpoint with the run's own configuration (its operative_config.gin
+and config.gin, so the experiment's evaluate.* bindings apply), chooses the decision threshold on validation, applies it
 unchanged to test, and writes metrics.json, predictions, figures and TensorBoard
 summaries into the run directory.
 """
@@ -29,7 +29,9 @@ def main(argv):
     config = os.path.join(FLAGS.run_dir, 'operative_config.gin')
     if not os.path.isfile(config):
       raise FileNotFoundError(f'{FLAGS.run_dir} is not a trained run (missing {config})')
-    entry.parse_gin([config] + FLAGS.gin_file, FLAGS.gin_bindings)
+    given = os.path.join(FLAGS.run_dir, 'config.gin')  # absent in runs of older versions
+    configs = [config] + ([given] if os.path.isfile(given) else [])
+    entry.parse_gin(configs + FLAGS.gin_file, FLAGS.gin_bindings)
     from evaluation import evaluator  # pylint: disable=g-import-not-at-top
     results = evaluator.evaluate(FLAGS.run_dir)
   print(evaluator.format_table(results))

@@ -125,8 +125,14 @@ def read_labels(csv_path: str) -> list[tuple[str, int, int]]:
     DataError: On missing columns, a grade outside 0-4, a malformed row or a
       duplicated name; the message names the file (and line).
   """
-  with open(csv_path, newline='', encoding='utf-8-sig') as f:
-    rows = list(csv.reader(f))
+  try:
+    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+      rows = list(csv.reader(f))
+  except UnicodeDecodeError as e:
+    raise DataError(f'{csv_path}: not a UTF-8 text file (byte {e.start}); save the label '
+                    'file as UTF-8 CSV') from None
+  except csv.Error as e:
+    raise DataError(f'{csv_path}: not a readable CSV file ({e})') from None
   rows = [r for r in rows if any(cell.strip() for cell in r)]
   if not rows:
     raise DataError(f'{csv_path}: label file is empty')

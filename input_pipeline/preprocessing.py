@@ -12,8 +12,11 @@ the full height and a band of the width.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable
+import sys
+import tempfile
+from typing import Callable, Iterator
 
 from absl import logging
 import cv2
@@ -34,6 +37,9 @@ _MIN_RETINA_FRACTION = 0.02
 DEFAULT_THRESHOLD = 0.1
 # Bytes a JPEG may carry after its end-of-image marker (FF D9) and still be whole.
 _JPEG_PADDING = b'\x00 \t\r\n'
+# libjpeg decodes damaged compressed data anyway and only warns on stderr; these warnings
+# mean the pixels are not the photograph's.
+_LIBJPEG_DAMAGE = ('Corrupt JPEG data', 'Premature end of JPEG file')
 
 BBox = tuple[int, int, int, int]
 
@@ -48,6 +54,41 @@ def _check_jpeg_complete(data: bytes, path: str) -> None:
     raise ImageError(f'{path}: truncated JPEG (no end-of-image marker)')
 
 
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+  """Collects what native code writes to file descriptor 2 meanwhile (one string)."""
+  captured: list[str] = []
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield captured
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      captured.append(tmp.read().decode(errors='replace'))
+
+
+def _decode(data: np.ndarray, path: str) -> np.ndarray:
+  """BGR image of encoded bytes; ImageError if undecodable or libjpeg reports damage."""
+  with _native_stderr() as messages:
+    try:
+      bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+      bgr = None
+  text = messages[0]
+  damage = [line for line in text.splitlines() if line.startswith(_LIBJPEG_DAMAGE)]
+  if damage:
+    raise ImageError(f'{path}: corrupt JPEG data ({damage[0].strip()})')
+  if text:
+    sys.stderr.write(text)  # not about this file's data: pass it on
+  if bgr is None:
+    raise ImageError(f'{path}: not a decodable image')
+  return bgr
+
+
 def load_image(path: str) -> np.ndarray:
   """Reads a photograph as RGB and checks that it shows a retina.
 
@@ -58,8 +99,8 @@ def load_image(path: str) -> np.ndarray:
     RGB uint8 array of shape (height, width, 3).
 
   Raises:
-    ImageError: The file is missing, empty, not a decodable image, a truncated JPEG, or a
-      blank photograph with no retina in it.
+    ImageError: The file is missing, empty, not a decodable image, a truncated JPEG or one
+      with damaged data, or a blank photograph with no retina in it.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -68,13 +109,7 @@ def load_image(path: str) -> np.ndarray:
   if data.size == 0:
     raise ImageError(f'{path}: empty file')
   _check_jpeg_complete(data.tobytes(), path)
-  try:
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-  except cv2.error:
-    bgr = None
-  if bgr is None:
-    raise ImageError(f'{path}: not a decodable image')
-  image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  image = cv2.cvtColor(_decode(data, path), cv2.COLOR_BGR2RGB)
   try:
     find_retina_bbox(image)
   except ImageError as e:

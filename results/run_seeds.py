@@ -19,7 +19,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEEP = ('metrics.json', 'predictions_val.csv', 'predictions_test.csv', 'run.json',
-        'operative_config.gin', 'history.csv')
+        'operative_config.gin', 'config.gin', 'history.csv')
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin files of the experiment.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')

@@ -74,6 +74,13 @@ def test_wrong_columns_names_file(tmp_path):
     idrid.read_labels(str(csv))
 
 
+def test_label_file_that_is_not_text_names_file(tmp_path):
+  path = tmp_path / 'labels.csv'
+  path.write_bytes(b'Image name,Retinopathy grade\nIDRiD_001,2\n\xff\xfe\x00\x9c,1\n')
+  with pytest.raises(idrid.DataError, match=r'labels\.csv: not a UTF-8 text file'):
+    idrid.read_labels(str(path))
+
+
 @pytest.mark.parametrize('grade', ['5', '-1', 'x'])
 def test_bad_grade_names_file_and_line(tmp_path, grade):
   csv = _write(tmp_path / 'labels.csv', OFFICIAL_TRAIN_HEADER + f'IDRiD_001,{grade},0\n')

@@ -199,6 +199,16 @@ def _truncated(path, fundus):
   return path
 
 
+def _damaged(path, fundus):
+  """Random bytes in the middle of the compressed data; the end marker stays."""
+  write_jpeg(path, fundus)
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 200] = np.random.default_rng(0).integers(0, 256, 200, np.uint8).tobytes()
+  path.write_bytes(bytes(data))
+  return path
+
+
 def _all_black(path, fundus):
   rng = np.random.default_rng(1)
   return write_jpeg(path, rng.integers(0, 6, fundus.shape).astype(np.uint8))
@@ -212,7 +222,7 @@ def _black_with_a_label(path, fundus):
 
 @pytest.mark.parametrize('make, reason', [
     (_missing, 'no such'), (_empty, 'empty'), (_not_an_image, 'not a decodable image'),
-    (_truncated, 'truncated'), (_all_black, 'no retina'), (_black_with_a_label, 'no retina'),
+    (_truncated, 'truncated'), (_damaged, 'corrupt JPEG data'), (_all_black, 'no retina'), (_black_with_a_label, 'no retina'),
 ])
 @pytest.mark.parametrize('loader', [preprocessing.load_image, preprocessing.preprocess_file])
 def test_bad_photograph_raises_an_error_naming_the_file(tmp_path, fundus, make, reason,

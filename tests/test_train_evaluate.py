@@ -27,17 +27,32 @@ def _run(script, *args, env, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def _event_tags(folder):
+  """{'scalars': tags, 'images': tags} of the TensorBoard event files in `folder`."""
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(folder), size_guidance={'tensors': 0})
+  acc.Reload()
+  tags = acc.Tags()
+  return set(tags['scalars']) | set(tags['tensors']), set(tags['images']) | set(tags['tensors'])
+
+
 def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   run = tmp_path / 'run'
-  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', env=env)
+  # An evaluation setting of the experiment is applied by evaluate.py later on.
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                '--gin_bindings=evaluate.tta = 2', env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'best val_balanced_accuracy' in result.stdout
-  for path in ('operative_config.gin', 'checkpoints/best.keras', 'checkpoints/best.json',
-               'history.csv', 'run.json'):
+  for path in ('operative_config.gin', 'config.gin', 'checkpoints/best.keras',
+               'checkpoints/best.json', 'history.csv', 'run.json'):
     assert (run / path).is_file(), path
   assert 'train.epochs = 2' in (run / 'operative_config.gin').read_text()
-  assert list((run / 'train').glob('events.out.tfevents.*'))
-  assert list((run / 'validation').glob('events.out.tfevents.*'))
+  for folder in ('train', 'validation'):
+    scalars, images = _event_tags(run / folder)
+    for metric in ('loss', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity',
+                   'auc'):
+      assert f'epoch_{metric}' in scalars, (folder, metric, scalars)
+  assert 'confusion_matrix' in _event_tags(run / 'validation')[1]
   info = json.loads((run / 'run.json').read_text())
   assert info['status'] == 'completed' and info['class_names'] == ['NRDR', 'RDR']
   with open(run / 'history.csv') as f:
@@ -51,6 +66,7 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'balanced_accuracy' in result.stdout and 'decision threshold' in result.stdout
   results = json.loads((run / 'metrics.json').read_text())
+  assert results['tta'] == 2  # from the training command's bindings
   test = results['splits']['test']
   assert test['n'] == 8 and set(results['splits']) == {'val', 'test'}
   assert 0.0 <= test['balanced_accuracy'] <= 1.0
@@ -63,7 +79,9 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
 
   # A finished run is not trained again; the same run dir with another config is refused.
   mtime = (run / 'checkpoints/best.keras').stat().st_mtime
-  again = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', env=env)
+  # Evaluation settings are not part of what was trained.
+  again = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+               "--gin_bindings=evaluate.threshold_rule = 'argmax'", env=env)
   assert again.returncode == 0 and 'nothing to train' in again.stderr
   other = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
                '--gin_bindings=train.epochs = 3', env=env)
@@ -127,6 +145,10 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
 
   result = _run('train.py', *args, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
+  # The backup is of the last completed epoch, or of the one before if the kill came
+  # while it was being written.
+  assert (f'after epoch {done_before}' in result.stderr or
+          f'after epoch {done_before - 1}' in result.stderr), result.stderr[-3000:]
   with open(history) as f:
     epochs = [int(r['epoch']) for r in csv.DictReader(f) if r['epoch'] != 'epoch']
   # The second run starts after the last completed epoch and ends at epoch 6: no epoch

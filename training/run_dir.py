@@ -2,6 +2,7 @@
 
     runs/<name>/
       operative_config.gin     every gin parameter the run used
+      config.gin               every binding given to the run (evaluate.py reads it too)
       run.json                 data and records folders, classes, seed, status
       history.csv              per-epoch metrics (appended across resumes)
       checkpoints/
@@ -20,6 +21,7 @@ import os
 from typing import Any
 
 OPERATIVE_CONFIG = 'operative_config.gin'
+CONFIG = 'config.gin'
 RUN_INFO = 'run.json'
 HISTORY = 'history.csv'
 CHECKPOINT_DIR = 'checkpoints'

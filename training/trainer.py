@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from typing import Any
@@ -21,6 +22,10 @@ from training import callbacks as cb
 from training import data
 from training import metrics as metrics_lib
 from training import run_dir as rd
+
+# Configurables whose bindings do not change what is trained: a run may be resumed or
+# evaluated with other values for them (a grid that gained values, another threshold rule).
+_NOT_TRAINING = ('evaluate', 'grid_search')
 
 OPTIMIZERS = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
               'sgd': lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9,
@@ -43,6 +48,19 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
   return OPTIMIZERS[name](learning_rate=lr)
 
 
+def training_config_str() -> str:
+  """gin's config string less the sections of `_NOT_TRAINING` configurables."""
+  sections = re.split(r'\n(?=# Parameters for )', gin.config_str())
+  skip = re.compile(r'# Parameters for (?:%s):' % '|'.join(_NOT_TRAINING))
+  return '\n'.join(s for s in sections if not skip.match(s))
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
 class _SaveOperativeConfig(keras.callbacks.Callback):
   """Writes gin's operative config once training has started, and again at the end."""
 
@@ -51,9 +69,7 @@ class _SaveOperativeConfig(keras.callbacks.Callback):
     self.path = path
 
   def _write(self):
-    with open(self.path + '.tmp', 'w') as f:
-      f.write(gin.operative_config_str())
-    os.replace(self.path + '.tmp', self.path)
+    _write_text(self.path, gin.operative_config_str())
 
   def on_train_begin(self, logs=None):
     self._write()
@@ -88,7 +104,7 @@ def train(run_dir: str,
     A summary: best monitored value and epoch, epochs run, seconds.
   """
   info_path = os.path.join(run_dir, rd.RUN_INFO)
-  config_hash = hashlib.sha256(gin.config_str().encode()).hexdigest()[:16]
+  config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
   if previous and previous.get('config_hash') != config_hash:
     raise ValueError(f'{run_dir} holds a run with another configuration (run.json); '
@@ -146,6 +162,7 @@ def train(run_dir: str,
               image_size=size, epochs=epochs, seed=seed, monitor=monitor,
               train_seconds=previous.get('train_seconds', 0.0))
   rd.write_json(info_path, info)
+  _write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
   # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
   # best value and history row are written.
@@ -185,7 +202,7 @@ def _backup_epoch(backup_dir: str) -> int:
   if not os.path.isfile(path):
     return 0
   with open(path) as f:
-    return int(json.load(f).get('epoch', -1)) + 1
+    return int(json.load(f).get('epoch', 0))  # Keras stores the epochs completed
 
 
 def _smoothed_loss(num_classes: int, smoothing: float):
