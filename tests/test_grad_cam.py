@@ -277,3 +277,20 @@ def test_explain_corrupt_image_is_one_line_error(trained_run, tmp_path, capsys):
     explain.explain_file(str(trained_run), str(bad))
   assert e.value.code == 1
   assert capsys.readouterr().err.strip() == f'error: {bad}: truncated JPEG (no end-of-image marker)'
+
+
+def test_explain_calls_the_class_with_the_runs_validation_threshold(trained_run, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run, run)
+  (run / 'metrics.json').unlink(missing_ok=True)
+  photo = str(_synthetic_photo(trained_run))
+  before = explain.explain_file(str(run), photo, out=str(tmp_path / 'a.png'))
+  assert before['threshold'] is None  # not evaluated yet: the most probable class
+  p_rdr = before['probabilities']['RDR']
+  for threshold, called in ((p_rdr + 1e-3, 'NRDR'), (max(p_rdr - 1e-3, 0.0), 'RDR')):
+    (run / 'metrics.json').write_text(json.dumps({'threshold': threshold, 'tta': 1}))
+    result = explain.explain_file(str(run), photo, out=str(tmp_path / 'b.png'))
+    assert result['predicted'] == called and result['threshold'] == threshold
+    assert result['probabilities']['RDR'] == pytest.approx(p_rdr, abs=1e-5)

@@ -5,8 +5,10 @@
 
 Any resolution works (IDRiD's 4288x2848 originals too): the photograph goes through the
 preprocessing the run's records used (border crop, square, resize to the records'
-image_size, their contrast method), so the model sees what it saw in training. Writes the
-photograph and its overlay side by side (default RUN_DIR/figures/explain_<name>.png, with
+image_size, their contrast method), so the model sees what it saw in training. Once
+evaluate.py has run, the photograph is called as it would be there: with the decision
+threshold on P(RDR) chosen on validation and the same test-time augmentation (metrics.json);
+before that, by the most probable class. Writes the photograph and its overlay side by side (default RUN_DIR/figures/explain_<name>.png, with
 _<method> appended for methods other than grad_cam) and prints the prediction.
 """
 
@@ -50,6 +52,15 @@ def default_output(run_dir: str, image_path: str, method: str = DEFAULT_METHOD) 
   return os.path.join(run_dir, rd.FIGURES_DIR, f'explain_{stem}{suffix}.png')
 
 
+def decision_rule(run_dir: str) -> tuple[float | None, int]:
+  """(threshold on P(class 1) or None for argmax, test-time views) of evaluate.py's run."""
+  path = os.path.join(run_dir, rd.METRICS)
+  if not os.path.isfile(path):
+    return None, 1
+  results = rd.read_json(path)
+  return results.get('threshold'), int(results.get('tta', 1))
+
+
 def explain_file(run_dir: str, image_path: str, out: str | None = None,
                  method: str = DEFAULT_METHOD,
                  class_index: int | None = None) -> dict[str, Any]:
@@ -63,7 +74,8 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
     class_index: Class to explain; None for the predicted class.
 
   Returns:
-    {'image', 'predicted', 'probability', 'probabilities', 'explained', 'method', 'out'}.
+    {'image', 'predicted', 'probability', 'probabilities', 'threshold', 'explained',
+    'method', 'out'}; 'threshold' is None when the most probable class was taken.
 
   Raises:
     FileNotFoundError: Missing run, checkpoint or records.
@@ -79,8 +91,13 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
                                         contrast=params.get('contrast'))
   image = image.astype(np.float32) / 255.0
   model = evaluator.load_best_model(run_dir)
-  probs = np.asarray(model(image[None], training=False))[0]
-  predicted = int(np.argmax(probs))
+  threshold, tta = decision_rule(run_dir)
+  probs = np.mean([np.asarray(model(evaluator.dihedral_view(image[None], k), training=False))[0]
+                   for k in range(tta)], axis=0)
+  if threshold is not None and len(class_names) == 2:
+    predicted = int(probs[1] >= threshold)
+  else:
+    threshold, predicted = None, int(np.argmax(probs))
   explained = predicted if class_index is None else class_index
   heatmap = visualization.attribute(method, model, image[None], class_index=explained)[0]
   fig = overlays.explanation_figure(
@@ -90,7 +107,7 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   return dict(image=image_path, predicted=class_names[predicted],
               probability=float(probs[predicted]),
               probabilities={c: float(p) for c, p in zip(class_names, probs)},
-              explained=class_names[explained], method=method, out=out)
+              threshold=threshold, explained=class_names[explained], method=method, out=out)
 
 
 def _define_flags() -> None:
@@ -109,9 +126,12 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   with entry.user_errors():
     result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
+  p = result['probabilities']
+  rule = ('most probable class' if result['threshold'] is None else
+          f'P({list(p)[1]}) >= {result["threshold"]:.3f}, the threshold chosen on validation')
   print(f'{result["image"]}: predicted {result["predicted"]} '
-        f'(p={result["probability"]:.3f}); {result["method"]} for {result["explained"]} '
-        f'-> {result["out"]}')
+        f'(p={result["probability"]:.3f}; {rule}); {result["method"]} for '
+        f'{result["explained"]} -> {result["out"]}')
 
 
 if __name__ == '__main__':
