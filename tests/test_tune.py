@@ -1,6 +1,7 @@
 """Grid search: the real `python tune.py` on the debug config, plus the pure parts."""
 
 import csv
+import json
 import os
 import pathlib
 import subprocess
@@ -123,6 +124,20 @@ def test_failing_trial_is_recorded_and_others_complete(tmp_path, cache_dir):
   assert 'no_such_optimizer' in failed['error'] and 'train.py' in failed['error']
   assert 'FAILED optimizer=no_such_optimizer' in proc.stdout
   assert list(rows) == ['optimizer=adam', 'optimizer=no_such_optimizer']  # Failures last.
+
+
+def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'tfrecords.build_tfrecords.contrast': [None, 'bogus']}")
+  run_dir = tmp_path / 'run'
+  proc = _tune(run_dir, grid, cache_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = {r['trial']: r for r in _read_csv(run_dir)}
+  assert rows['contrast=None']['status'] == 'completed'
+  failed = rows['contrast=bogus']
+  assert failed['status'] == 'failed' and 'records:' in failed['error']
+  assert 'bogus' in failed['error']
+  trial = json.loads((run_dir / 'contrast=bogus' / 'trial.json').read_text())
+  assert trial['status'] == 'failed' and 'bogus' in trial['error']
 
 
 def test_misspelt_grid_parameter_fails_before_any_trial(tmp_path, cache_dir):

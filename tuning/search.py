@@ -87,16 +87,35 @@ def check_trials(trials: Sequence[grid_lib.Trial], gin_files: Sequence[str],
 
 def _prepare_records(trials: Sequence[grid_lib.Trial], keys: dict[str, str],
                      gin_files: Sequence[str], gin_bindings: Sequence[str],
-                     data_dir: str | None) -> None:
-  """Builds (or finds) the records of each distinct records configuration, serially."""
-  done = set()
+                     data_dir: str | None) -> dict[str, str]:
+  """Builds (or finds) the records of each distinct records configuration, serially.
+
+  Returns:
+    Records key -> error message, for the configurations that could not be built (their
+    trials fail; the others go on).
+
+  Raises:
+    ValueError: No configuration could be built (the data itself is at fault, say a
+      missing folder): the first error, as one line.
+  """
+  built, failed, first = set(), {}, None
   for trial in trials:
-    if keys[trial.name] in done:
+    key = keys[trial.name]
+    if key in built or key in failed:
       continue
     _parse(gin_files, [*gin_bindings, *trial.bindings])
     logging.info('records for trial %s', trial.name)
-    data.prepare_records(data_dir)
-    done.add(keys[trial.name])
+    try:
+      data.prepare_records(data_dir)
+      built.add(key)
+    except Exception as e:  # pylint: disable=broad-except  # recorded as the trial's error
+      message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      failed[key] = f'records: {message}'
+      first = first or e
+      logging.error('records for trial %s failed: %s', trial.name, message)
+  if failed and not built:
+    raise ValueError(failed[keys[trials[0].name]]) from first
+  return failed
 
 
 def _trial_info(trial: grid_lib.Trial, gin_files: list[str], gin_bindings: list[str],
@@ -176,7 +195,7 @@ def grid_search(run_dir: str,
     keys = check_trials(trials, gin_files, gin_bindings)
     pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
     pending_names = {t.name for t in pending}
-    _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
+    records_errors = _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
   finally:
     _parse(gin_files, gin_bindings)
 
@@ -190,6 +209,16 @@ def grid_search(run_dir: str,
   env = runner.trial_env(threads, share_gpu=parallel > 1)
   infos = {t.name: _trial_info(t, gin_files, gin_bindings, data_dir, evaluate_bindings)
            for t in pending}
+  for trial in [t for t in pending if keys[t.name] in records_errors]:
+    outcome = runner.Outcome('failed', records_errors[keys[trial.name]])
+    os.makedirs(dirs[trial.name], exist_ok=True)
+    rd.write_json(os.path.join(dirs[trial.name], runner.TRIAL_INFO),
+                  dict(infos[trial.name], status=outcome.status, error=outcome.error,
+                       seconds=0.0))
+    outcomes[trial.name] = outcome
+    _log_outcome(trial, outcome, len(trials), 0, len(pending), 0.0, selection_metric,
+                 dirs[trial.name])
+  pending = [t for t in pending if keys[t.name] not in records_errors]
   outcomes.update(_run_pending(pending, dirs, len(trials), infos, env, parallel,
                                selection_metric))
 
