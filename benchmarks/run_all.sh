@@ -13,7 +13,7 @@ echo "machine: $(nproc) cores, ${cpu:-$(uname -m)} ($avx), TensorFlow $(python -
 python benchmarks/build_tfrecords.py --data_dir="$DATA" --out_dir="$OUT/tfr" 2>/dev/null
 python benchmarks/input_pipeline.py --records_dir="$OUT/tfr" --batches=60 2>/dev/null
 python benchmarks/train_step.py --records_dir="$OUT/tfr" --steps=20 2>/dev/null
-python benchmarks/train_step.py --gin_file=configs/idrid_binary.gin --settings=default:32,xla:32 \
+python benchmarks/train_step.py --gin_file=configs/idrid_binary.gin --settings=default:32,bf16:32,xla:32 \
     --records_dir="$OUT/tfr" --epoch_batch=32 --steps=10 2>/dev/null
 python benchmarks/inference.py 2>/dev/null
 python benchmarks/train_memory.py --data_dir="$DATA" --run_dir="$OUT/run" 2>/dev/null

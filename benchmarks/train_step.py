@@ -32,7 +32,8 @@ flags.DEFINE_integer('steps', 30, 'Timed steps per setting (after warm-up).')
 flags.DEFINE_integer('image_size', 256, 'Input side, pixels.')
 flags.DEFINE_string('records_dir', None, 'Records to time a real epoch on (optional).')
 flags.DEFINE_list('settings', ['default:16', 'default:32', 'xla:16', 'xla:32'],
-                  'Settings to time, as mode:batch (mode: default or xla).')
+                  'Settings to time, as mode:batch (mode: default, xla, or bf16 for '
+                  'mixed bfloat16 precision).')
 flags.DEFINE_multi_string('gin_file', [], 'Experiment whose model is timed (default: '
                           'the built-in default, stages 16-32-64).')
 flags.DEFINE_integer('epoch_batch', 16, 'Batch size of the real-epoch measurement.')
@@ -51,17 +52,21 @@ def matmul_gflops(n: int = 2048, repeats: int = 20) -> float:
   return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _compiled_model(size: int, jit: bool) -> keras.Model:
-  model = models.build_model(input_shape=(size, size, 3), num_classes=2)
+def _compiled_model(size: int, jit: bool, policy: str = 'float32') -> keras.Model:
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    model = models.build_model(input_shape=(size, size, 3), num_classes=2)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
                 metrics=metrics_lib.training_metrics(2), jit_compile=jit)
   return model
 
 
-def time_steps(size: int, batch: int, jit: bool, steps: int) -> float:
+def time_steps(size: int, batch: int, jit: bool, steps: int, policy: str = 'float32') -> float:
   """Training images/s of `fit` on in-memory tensors."""
-  model = _compiled_model(size, jit)
+  model = _compiled_model(size, jit, policy)
   rng = np.random.default_rng(0)
   x = rng.random((batch, size, size, 3), dtype=np.float32)
   y = rng.integers(0, 2, batch).astype(np.int32)
@@ -130,7 +135,10 @@ def main(argv):
   print(f'dense 2048x2048 matmul: {peak:.0f} GFLOP/s on {os.cpu_count()} cores')
   for setting in FLAGS.settings:
     mode, batch = setting.split(':')
-    rate = time_steps(size, int(batch), mode == 'xla', FLAGS.steps)
+    if mode not in ('default', 'xla', 'bf16'):
+      raise app.UsageError(f'unknown mode {mode!r} in --settings; use default, xla or bf16')
+    rate = time_steps(size, int(batch), mode == 'xla', FLAGS.steps,
+                      'mixed_bfloat16' if mode == 'bf16' else 'float32')
     used = rate * per_image / 1e9
     print(f'  train step {mode:<7} batch {batch:>3}: {rate:6.1f} images/s, '
           f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
