@@ -99,6 +99,10 @@ def localisation_table(experiment: str) -> str | None:
   return localisation.format_table(data['summary']) + '\n'
 
 
+# Validation metrics shown for grids over seeds (the rest stay in the CSV).
+SEEDED_METRICS = ('roc_auc', 'balanced_accuracy', 'sensitivity', 'specificity')
+
+
 def _mean_sd(values: list[float]) -> str:
   sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
   return f'{np.mean(values):.3f} +- {sd:.3f}'
@@ -113,7 +117,7 @@ def tune_markdown(rows: list[dict[str, str]]) -> str:
   """
   columns = list(rows[0])
   params = [c for c in columns if '.' in c]
-  metrics = [c for c in columns if c.startswith('val_')]
+  metrics = [c for c in columns if c.startswith('val_') and c[len('val_'):] in SEEDED_METRICS]
   if 'train.seed' not in params:
     keep = [c for c in columns if c != 'error']
     lines = ['| ' + ' | '.join(keep) + ' |', '|' + '---|' * len(keep)]
@@ -129,6 +133,7 @@ def tune_markdown(rows: list[dict[str, str]]) -> str:
     return tuple(float(v) if re.fullmatch(r'-?[0-9.eE+-]+', v) else float('inf')
                  for v in key) + key
   head = others + ['seeds'] + [f'{m} (mean +- sd)' for m in metrics] + ['seconds (mean)']
+  head = [h.rsplit('.', 1)[-1] for h in head]  # parameter names without their configurable
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for key in sorted(groups, key=order):
     trials = groups[key]

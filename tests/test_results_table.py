@@ -54,7 +54,7 @@ def test_tune_table_groups_seeds_into_mean_and_sd(tmp_path):
   (grid, table), = make_table.tune_tables('exp', root=str(tmp_path))
   lines = table.splitlines()
   assert grid == 'sizes' and len(lines) == 4
-  assert lines[0].startswith('| tfrecords.build_tfrecords.image_size | seeds |')
+  assert lines[0].startswith('| image_size | seeds | val_roc_auc (mean +- sd) |')
   sd = np.std([0.80, 0.70], ddof=1)
   assert lines[2] == f'| 256 | 2 | 0.750 +- {sd:.3f} | 110 |'
   assert lines[3] == '| 512 | 1 | 0.900 +- 0.000 | 300 |'  # the failed trial is left out
