@@ -2,6 +2,8 @@
 
     python results/make_table.py [--experiment=idrid_binary] [--check]
 
+An experiment is a folder results/<experiment>/ (results/run_seeds.py --name).
+
 Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, plus an
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
 validation probabilities with the runs' rule, applied to test. Writes
@@ -10,7 +12,9 @@ Each results/<experiment>/tune_<grid>.csv (a copy of tune.py's results.csv) fill
 README's tune:<grid> block; grids with `train.seed` among their parameters show mean +- sd
 over the seeds. If results/<experiment>/localisation.json exists (written by
 `python -m visualization.localisation`), its table replaces the README's localisation
-block. With --check, exits 1 if the README is out of date instead of writing it.
+block. Blocks missing from the README are skipped (the tables still go to
+results/<experiment>/). With --check, exits 1 if the README is out of date instead of
+writing it.
 """
 
 import csv
@@ -82,10 +86,12 @@ def build_table(experiment: str, root: str = ROOT) -> str:
 
 
 def _replace_block(readme: str, tag: str, content: str) -> str:
+  """README with the block between `tag`'s markers replaced; unchanged if it has none."""
   start, end = f'<!-- {tag}:start -->', f'<!-- {tag}:end -->'
   pattern = re.compile(re.escape(start) + '.*?' + re.escape(end), re.S)
   if not pattern.search(readme):
-    raise SystemExit(f'README.md has no {start} ... {end} block')
+    print(f'README.md has no {start} ... {end} block: not shown there', file=sys.stderr)
+    return readme
   return pattern.sub(lambda _: f'{start}\n{content}{end}', readme)
 
 
