@@ -2,7 +2,8 @@
 
     python results/make_table.py [--experiment=idrid_binary] [--check]
 
-An experiment is a folder results/<experiment>/ (results/run_seeds.py --name).
+An experiment is a folder results/<experiment>/ (results/run_seeds.py --name); without
+--experiment, every folder of results/ that holds seed results is regenerated.
 
 Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, plus an
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
@@ -161,29 +162,40 @@ def tune_tables(experiment: str, root: str = ROOT) -> list[tuple[str, str]]:
   return tables
 
 
-def main():
-  experiment = 'idrid_binary'
-  check = '--check' in sys.argv
-  for arg in sys.argv[1:]:
-    if arg.startswith('--experiment='):
-      experiment = arg.split('=', 1)[1]
+def experiments(root: str = ROOT) -> list[str]:
+  """Names of the folders of results/ that hold seed_* results."""
+  return sorted(os.path.basename(os.path.dirname(d))
+                for d in glob.glob(os.path.join(root, 'results', '*', 'seed_0')))
+
+
+def update_readme(readme: str, experiment: str) -> str:
+  """README with every block of `experiment` regenerated; writes its table.md."""
   table = build_table(experiment)
   with open(os.path.join(ROOT, 'results', experiment, 'table.md'), 'w') as f:
     f.write(table)
-  readme_path = os.path.join(ROOT, 'README.md')
-  with open(readme_path) as f:
-    readme = f.read()
   updated = _replace_block(readme, f'results:{experiment}', table)
   for grid, markdown in tune_tables(experiment):
     updated = _replace_block(updated, f'tune:{grid}', markdown)
   loc = localisation_table(experiment)
   if loc is not None:
     updated = _replace_block(updated, f'localisation:{experiment}', loc)
+  print(f'{experiment}:\n{table}')
+  return updated
+
+
+def main():
+  names = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--experiment=')]
+  check = '--check' in sys.argv
+  readme_path = os.path.join(ROOT, 'README.md')
+  with open(readme_path) as f:
+    readme = f.read()
+  updated = readme
+  for experiment in names or experiments():
+    updated = update_readme(updated, experiment)
   if check:
     sys.exit(0 if updated == readme else 1)
   with open(readme_path, 'w') as f:
     f.write(updated)
-  print(table)
 
 
 if __name__ == '__main__':
