@@ -12,7 +12,7 @@ if grep -qw avx512f /proc/cpuinfo; then avx=AVX-512; elif grep -qw avx2 /proc/cp
 echo "machine: $(nproc) cores, ${cpu:-$(uname -m)} ($avx), TensorFlow $(python -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)"
 python benchmarks/build_tfrecords.py --data_dir="$DATA" --out_dir="$OUT/tfr" 2>/dev/null
 python benchmarks/input_pipeline.py --records_dir="$OUT/tfr" --batches=60 2>/dev/null
-python benchmarks/train_step.py --records_dir="$OUT/tfr" --settings=default:16,default:32,xla:32 --steps=20 2>/dev/null
+python benchmarks/train_step.py --settings=default:16,default:32,xla:32 --steps=10 2>/dev/null
 python benchmarks/train_step.py --gin_file=configs/idrid_binary.gin --settings=default:32,bf16:32,xla:32 \
     --records_dir="$OUT/tfr" --epoch_batch=32 --steps=10 2>/dev/null
 python benchmarks/inference.py 2>/dev/null
