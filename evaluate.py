@@ -3,9 +3,9 @@
     python evaluate.py --run_dir=runs/x [--gin_bindings="evaluate.threshold_rule = 'argmax'"]
 
 Restores the best checkpoint with the run's own configuration (its operative_config.gin
-and config.gin, so the experiment's evaluate.* bindings apply), chooses the decision threshold on validation, applies it
-unchanged to test, and writes metrics.json, predictions, figures and TensorBoard
-summaries into the run directory.
+and config.gin, so the experiment's evaluate.* bindings apply), chooses the decision
+threshold on validation, applies it unchanged to test, and writes metrics.json,
+predictions, figures and TensorBoard summaries into the run directory.
 """
 
 import os
@@ -26,10 +26,11 @@ def main(argv):
   from utils import entry  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   with entry.user_errors():
-    config = os.path.join(FLAGS.run_dir, 'operative_config.gin')
+    from training import run_dir as rd  # pylint: disable=g-import-not-at-top
+    config = os.path.join(FLAGS.run_dir, rd.OPERATIVE_CONFIG)
     if not os.path.isfile(config):
       raise FileNotFoundError(f'{FLAGS.run_dir} is not a trained run (missing {config})')
-    given = os.path.join(FLAGS.run_dir, 'config.gin')  # absent in runs of older versions
+    given = os.path.join(FLAGS.run_dir, rd.CONFIG)  # absent in runs of older versions
     configs = [config] + ([given] if os.path.isfile(given) else [])
     entry.parse_gin(configs + FLAGS.gin_file, FLAGS.gin_bindings)
     from evaluation import evaluator  # pylint: disable=g-import-not-at-top

@@ -35,6 +35,20 @@ def dihedral_view(images: tf.Tensor, k: int) -> tf.Tensor:
   return tf.image.flip_left_right(out) if k >= 4 else out
 
 
+def check_tta(tta: int) -> None:
+  """Raises ValueError unless `tta` is a number of dihedral views, 1 to 8."""
+  if not 1 <= tta <= 8:
+    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
+
+
+def average_views(model: keras.Model, images: tf.Tensor | np.ndarray, tta: int = 1
+                  ) -> np.ndarray:
+  """Class probabilities of a batch averaged over its first `tta` dihedral views."""
+  check_tta(tta)
+  return np.mean([np.asarray(model(dihedral_view(images, k), training=False))
+                  for k in range(tta)], axis=0)
+
+
 def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 32,
             tta: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """Probabilities, labels and names of every photograph of a split, in record order.
@@ -47,13 +61,11 @@ def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 
     tta: Test-time augmentation: probabilities averaged over the first `tta` of the
       eight `dihedral_view`s of each photograph (1: the photograph alone).
   """
-  if not 1 <= tta <= 8:
-    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
+  check_tta(tta)
   probs, labels, names = [], [], []
   ds = datasets.make_dataset(records_dir, split, batch_size=batch_size, with_info=True)
   for images, y, info in ds:
-    probs.append(np.mean([model(dihedral_view(images, k), training=False).numpy()
-                          for k in range(tta)], axis=0))
+    probs.append(average_views(model, images, tta))
     labels.append(y.numpy())
     names.extend(n.decode() for n in info['name'].numpy())
   if not names:
@@ -112,8 +124,7 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   """
   if write_figures and gradcam_galleries > 0:
     attribution_methods.get(gallery_method)  # An unknown name fails before any work.
-  if not 1 <= tta <= 8:
-    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
+  check_tta(tta)
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   records_dir, class_names = info['records_dir'], info['class_names']
   manifest = tfrecords.read_manifest(records_dir)

@@ -35,12 +35,17 @@ METRICS = 'metrics.json'
 FIGURES_DIR = 'figures'
 
 
-def write_json(path: str, data: Any) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
+def write_text(path: str, text: str) -> None:
+  """Writes a file atomically (temporary file, then rename)."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(data, f, indent=2)
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  write_text(path, json.dumps(data, indent=2))
 
 
 def read_json(path: str) -> Any:

@@ -55,12 +55,6 @@ def training_config_str() -> str:
   return '\n'.join(s for s in sections if not skip.match(s))
 
 
-def _write_text(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 class _SaveOperativeConfig(keras.callbacks.Callback):
   """Writes gin's operative config once training has started, and again at the end."""
 
@@ -69,7 +63,7 @@ class _SaveOperativeConfig(keras.callbacks.Callback):
     self.path = path
 
   def _write(self):
-    _write_text(self.path, gin.operative_config_str())
+    rd.write_text(self.path, gin.operative_config_str())
 
   def on_train_begin(self, logs=None):
     self._write()
@@ -162,7 +156,7 @@ def train(run_dir: str,
               image_size=size, epochs=epochs, seed=seed, monitor=monitor,
               train_seconds=previous.get('train_seconds', 0.0))
   rd.write_json(info_path, info)
-  _write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
+  rd.write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
   # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
   # best value and history row are written.

@@ -8,8 +8,9 @@ preprocessing the run's records used (border crop, square, resize to the records
 image_size, their contrast method), so the model sees what it saw in training. Once
 evaluate.py has run, the photograph is called as it would be there: with the decision
 threshold on P(RDR) chosen on validation and the same test-time augmentation (metrics.json);
-before that, by the most probable class. Writes the photograph and its overlay side by side (default RUN_DIR/figures/explain_<name>.png, with
-_<method> appended for methods other than grad_cam) and prints the prediction.
+before that, by the most probable class. Writes the photograph and its overlay side by
+side (default RUN_DIR/figures/explain_<name>.png, with _<method> appended for methods
+other than grad_cam) and prints the prediction.
 """
 
 from __future__ import annotations
@@ -92,8 +93,7 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   image = image.astype(np.float32) / 255.0
   model = evaluator.load_best_model(run_dir)
   threshold, tta = decision_rule(run_dir)
-  probs = np.mean([np.asarray(model(evaluator.dihedral_view(image[None], k), training=False))[0]
-                   for k in range(tta)], axis=0)
+  probs = evaluator.average_views(model, image[None], tta)[0]
   if threshold is not None and len(class_names) == 2:
     predicted = int(probs[1] >= threshold)
   else:
