@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 
 
 def define_flags() -> None:
@@ -42,21 +40,16 @@ def format_summary(manifest: dict, out_dir: str, seconds: float) -> str:
 
 def main(argv):
   del argv
-  from input_pipeline import idrid  # pylint: disable=g-import-not-at-top
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
+  from utils import entry  # pylint: disable=g-import-not-at-top
   from utils import gin_utils  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   start = time.time()
-  try:
+  with entry.user_errors():
     gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     # Only pass switches that are on, so gin bindings of the same names still apply.
     switches = {k: True for k in ('strict', 'force') if FLAGS[k].value}
     manifest = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.out_dir, **switches)
-  except (gin_utils.ConfigError, idrid.DataError, FileExistsError, PermissionError,
-          ValueError) as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(format_summary(manifest, FLAGS.out_dir, time.time() - start))
 
 

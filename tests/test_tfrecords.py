@@ -144,6 +144,7 @@ def test_command_line_summary_and_reuse(synthetic_dir, tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--data_dir=/no/such/folder'], 'data folder not found: /no/such/folder'),
     (['--gin_bindings=tfrecords.build_tfrecords.image_sise = 32'], 'image_sise'),
+    (["--gin_bindings=tfrecords.build_tfrecords.contrast = 'bogus'"], 'bogus'),
 ])
 def test_command_line_errors_are_one_line(synthetic_dir, tmp_path, args, message):
   base = [f'--data_dir={synthetic_dir}', f'--out_dir={tmp_path / "tfr"}']
@@ -151,6 +152,7 @@ def test_command_line_errors_are_one_line(synthetic_dir, tmp_path, args, message
   assert result.returncode == 1
   error_lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(error_lines) == 1 and message in error_lines[0]
+  assert 'In call to configurable' not in result.stderr  # gin's detail stays out
   assert not (tmp_path / 'tfr').exists()
 
 
