@@ -1,4 +1,5 @@
-"""Callbacks: console progress, validation confusion matrix image, best-value memory."""
+"""Callbacks: console progress, validation confusion matrix image, best-value memory,
+weight averaging that survives a resume."""
 
 from __future__ import annotations
 
@@ -33,6 +34,21 @@ class EpochLogger(keras.callbacks.Callback):
     text = ' '.join(f'{k} {logs[k]:.4f}' for k in keys if k in logs)
     logging.info('epoch %d/%d (%.1f s): %s', epoch + 1, self.epochs,
                  time.time() - self._start, text)
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+  """Keras' SwapEMAWeights(swap_on_epoch=True), correct after BackupAndRestore.
+
+  Validation runs on the optimizer's moving average of the weights, and from the end of
+  each epoch to the start of the next the averaged weights sit in the model (so the
+  checkpoint, the confusion matrix and the backup hold them) while the raw weights sit in
+  the optimizer's average slots. A run resumed from such a backup therefore starts with
+  the two exchanged; `resumed` makes the first epoch swap them back before training on.
+  """
+
+  def __init__(self, resumed: bool = False):
+    super().__init__(swap_on_epoch=True)
+    self._ema_weights_in_model = resumed
 
 
 class BestValue(keras.callbacks.Callback):

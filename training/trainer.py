@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,15 +29,22 @@ from training import run_dir as rd
 _NOT_TRAINING = ('evaluate', 'grid_search')
 
 OPTIMIZERS = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
-              'sgd': lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9,
-                                                                nesterov=True)}
+              'sgd': functools.partial(keras.optimizers.SGD, momentum=0.9, nesterov=True)}
 
 
 def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int,
-                   warmup_steps: int) -> keras.optimizers.Optimizer:
-  """Optimizer by name with a constant or cosine learning rate."""
+                   warmup_steps: int, ema_momentum: float | None = None
+                   ) -> keras.optimizers.Optimizer:
+  """Optimizer by name with a constant or cosine learning rate.
+
+  With `ema_momentum`, the optimizer also keeps an exponential moving average of the
+  weights (Keras' `use_ema`), which `callbacks.SwapEMAWeights` validates and saves.
+  """
   if name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}')
+  if ema_momentum is not None and not 0.0 < ema_momentum < 1.0:
+    raise ValueError(f'train.ema_momentum must be between 0 and 1 (or None), '
+                     f'got {ema_momentum!r}')
   if schedule == 'cosine':
     lr = keras.optimizers.schedules.CosineDecay(
         0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
@@ -45,7 +53,8 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
     lr = learning_rate
   else:
     raise ValueError(f'unknown schedule {schedule!r}; use cosine or constant')
-  return OPTIMIZERS[name](learning_rate=lr)
+  ema = dict(use_ema=True, ema_momentum=ema_momentum) if ema_momentum is not None else {}
+  return OPTIMIZERS[name](learning_rate=lr, **ema)
 
 
 def training_config_str() -> str:
@@ -83,6 +92,7 @@ def train(run_dir: str,
           warmup_epochs: int = 0,            # linear warm-up, epochs
           optimizer: str = 'adam',           # key of OPTIMIZERS
           label_smoothing: float = 0.0,
+          ema_momentum: float | None = None,  # e.g. 0.99: validate/save averaged weights
           # Data.
           oversample: float | None = 1.0,    # 1.0 balanced, None natural mix
           augment: bool = True,
@@ -131,7 +141,7 @@ def train(run_dir: str,
   steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
-                               warmup_epochs * steps),
+                               warmup_epochs * steps, ema_momentum),
       loss=keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else
       _smoothed_loss(len(class_names), label_smoothing),
       metrics=metrics, jit_compile=jit_compile)
@@ -160,7 +170,10 @@ def train(run_dir: str,
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
   # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
   # best value and history row are written.
-  callbacks = [
+  # With weight averaging, the averaged weights are swapped in at the end of each epoch
+  # (after validation has been run on them), so the callbacks below see and save them.
+  callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
+  callbacks += [
       keras.callbacks.ModelCheckpoint(
           os.path.join(run_dir, rd.BEST_MODEL), monitor=monitor, mode=monitor_mode,
           save_best_only=True, initial_value_threshold=cb.read_best(run_dir, monitor)),
