@@ -157,6 +157,8 @@ def main(argv):
           f'(median of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}), '
           f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
   if FLAGS.records_dir:
+    if FLAGS.epochs < 2:
+      raise app.UsageError('--epochs must be at least 2 (epoch 1 is warm-up, not timed)')
     for mode in FLAGS.epoch_modes:
       if mode not in ('default', 'xla'):
         raise app.UsageError(f'unknown mode {mode!r} in --epoch_modes; use default or xla')

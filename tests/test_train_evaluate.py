@@ -193,6 +193,16 @@ def test_weight_averaging_changes_what_is_validated_not_what_is_trained(tmp_path
     assert float(ema['loss']) == pytest.approx(float(raw['loss']), rel=1e-4)
   assert any(abs(float(r['val_loss']) - float(e['val_loss'])) > 1e-4
              for r, e in zip(histories['raw'], histories['ema']))
+  # The best checkpoint holds the averaged weights that were validated: evaluating it
+  # gives the validation loss logged at its epoch.
+  run = tmp_path / 'ema'
+  assert _run('evaluate.py', f'--run_dir={run}', env=env).returncode == 0
+  best_epoch = json.loads((run / 'checkpoints' / 'best.json').read_text())['epoch']
+  with open(run / 'predictions_val.csv') as f:
+    rows = list(csv.DictReader(f))
+  p_true = [float(r['p_RDR'] if r['label'] == '1' else r['p_NRDR']) for r in rows]
+  assert -np.mean(np.log(p_true)) == pytest.approx(
+      float(histories['ema'][best_epoch - 1]['val_loss']), rel=1e-3)
 
 
 def test_binary_metrics_against_hand_computed_values():

@@ -129,6 +129,9 @@ def train(run_dir: str,
     monitor = monitor[len('val_'):]
     logging.warning('no validation split: selecting the checkpoint on %s', monitor)
 
+  if ema_momentum is not None and not has_val:
+    logging.warning('no validation split: %s comes from the raw weights, the checkpoint '
+                    'holds their moving average', monitor)
   model = models.build_model(input_shape=(size, size, 3), num_classes=len(class_names))
   metrics = metrics_lib.training_metrics(len(class_names))
   logged = ['loss'] + [m.name for m in metrics]
