@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any, Sequence
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 
 from evaluation import metrics as metrics_lib
 from evaluation import plots
+from evaluation import predictions as predictions_file
 from input_pipeline import datasets
 from input_pipeline import tfrecords
 from training import run_dir as rd
@@ -71,14 +71,6 @@ def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 
   if not names:
     raise ValueError(f'split {split} of {records_dir} is empty')
   return np.concatenate(probs), np.concatenate(labels), names
-
-
-def _write_predictions(path: str, names, labels, probs, class_names) -> None:
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['name', 'label'] + [f'p_{c}' for c in class_names])
-    for name, label, p in zip(names, labels, probs):
-      writer.writerow([name, int(label)] + [f'{v:.6f}' for v in p])
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -160,8 +152,8 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     else:
       m = metrics_lib.multiclass_metrics(labels, probs)
     results['splits'][split] = m
-    _write_predictions(os.path.join(run_dir, f'predictions_{split}.csv'), names, labels,
-                       probs, class_names)
+    predictions_file.write(predictions_file.path(run_dir, split), names, labels, probs,
+                           class_names)
   if write_figures:
     plots.write_figures(run_dir, results, preds, class_names)
   if write_figures and gradcam_galleries > 0:

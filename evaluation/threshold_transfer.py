@@ -11,7 +11,6 @@ the rule gives on new photographs, without touching the test split. The in-sampl
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 
@@ -21,24 +20,12 @@ import numpy as np
 from sklearn import model_selection
 
 from evaluation import metrics
+from evaluation import predictions
 
 flags.DEFINE_list('rules', ['youden', 'argmax'], 'Threshold rules to compare.')
 flags.DEFINE_integer('splits', 200, 'Random stratified half splits per run.')
 flags.DEFINE_integer('seed', 0, 'Seed of the splits.')
 FLAGS = flags.FLAGS
-
-
-def read_val_predictions(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """(labels, P(RDR)) of a run's validation predictions."""
-  path = os.path.join(run_dir, 'predictions_val.csv')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: no validation predictions; run evaluate.py first')
-  with open(path, newline='') as f:
-    rows = list(csv.DictReader(f))
-  if not rows or 'p_RDR' not in rows[0] or 'label' not in rows[0]:
-    raise ValueError(f'{path}: expected columns label and p_RDR (a binary run)')
-  return (np.array([int(r['label']) for r in rows]),
-          np.array([float(r['p_RDR']) for r in rows]))
 
 
 def transfer(labels: np.ndarray, probs: np.ndarray, rule: str, splits: int = 200,
@@ -70,7 +57,7 @@ def main(argv):
         'validation (mean +- sd; threshold 10th-90th percentile); in-sample in brackets')
   try:
     for run_dir in run_dirs:
-      labels, probs = read_val_predictions(run_dir)
+      _, labels, probs = predictions.read_binary(run_dir, 'val')
       parts = []
       for rule in FLAGS.rules:
         r = transfer(labels, probs, rule, FLAGS.splits, FLAGS.seed)

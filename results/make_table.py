@@ -31,23 +31,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from evaluation import predictions as predictions_file  # pylint: disable=g-import-not-at-top
 
 KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
 HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
 
 
-def _read_predictions(path):
-  with open(path) as f:
-    rows = list(csv.DictReader(f))
-  return ({r['name']: float(r['p_RDR']) for r in rows},
-          {r['name']: int(r['label']) for r in rows})
+def _read_predictions(run_dir, split):
+  names, labels, probs = predictions_file.read_binary(run_dir, split)
+  return dict(zip(names, probs)), dict(zip(names, labels))
 
 
 def ensemble(seed_dirs, rule):
   """Averaged-probability ensemble: (metrics on test, threshold)."""
   averaged = {}
   for split in ('val', 'test'):
-    probs = [_read_predictions(os.path.join(d, f'predictions_{split}.csv')) for d in seed_dirs]
+    probs = [_read_predictions(d, split) for d in seed_dirs]
     names = sorted(probs[0][1])
     p = np.mean([[pr[n] for n in names] for pr, _ in probs], axis=0)
     averaged[split] = (np.array([probs[0][1][n] for n in names]), p)
