@@ -131,8 +131,22 @@ def time_epoch(records_dir: str, batch: int, jit: bool,
   return with_pipeline, from_memory, steps * batch
 
 
+def _check_flags() -> None:
+  """Usage errors before any timing starts (the timings take minutes)."""
+  for setting in FLAGS.settings:
+    mode = setting.split(':')[0]
+    if mode not in ('default', 'xla', 'bf16'):
+      raise app.UsageError(f'unknown mode {mode!r} in --settings; use default, xla or bf16')
+  for mode in FLAGS.epoch_modes:
+    if mode not in ('default', 'xla'):
+      raise app.UsageError(f'unknown mode {mode!r} in --epoch_modes; use default or xla')
+  if FLAGS.records_dir and FLAGS.epochs < 2:
+    raise app.UsageError('--epochs must be at least 2 (epoch 1 is warm-up, not timed)')
+
+
 def main(argv):
   del argv
+  _check_flags()
   if FLAGS.gin_file:
     from utils import entry  # pylint: disable=g-import-not-at-top
     entry.parse_gin(FLAGS.gin_file, [])
@@ -147,8 +161,6 @@ def main(argv):
   print(f'dense 2048x2048 matmul: {peak:.0f} GFLOP/s on {os.cpu_count()} cores')
   for setting in FLAGS.settings:
     mode, batch = setting.split(':')
-    if mode not in ('default', 'xla', 'bf16'):
-      raise app.UsageError(f'unknown mode {mode!r} in --settings; use default, xla or bf16')
     rates = time_steps(size, int(batch), mode == 'xla', FLAGS.steps,
                        'mixed_bfloat16' if mode == 'bf16' else 'float32', FLAGS.repeats)
     rate = float(np.median(rates))
@@ -157,11 +169,7 @@ def main(argv):
           f'(median of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}), '
           f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
   if FLAGS.records_dir:
-    if FLAGS.epochs < 2:
-      raise app.UsageError('--epochs must be at least 2 (epoch 1 is warm-up, not timed)')
     for mode in FLAGS.epoch_modes:
-      if mode not in ('default', 'xla'):
-        raise app.UsageError(f'unknown mode {mode!r} in --epoch_modes; use default or xla')
       seconds, memory_seconds, images = time_epoch(FLAGS.records_dir, FLAGS.epoch_batch,
                                                    mode == 'xla', FLAGS.epochs)
       print(f'  real epoch ({mode}, batch {FLAGS.epoch_batch}, '
