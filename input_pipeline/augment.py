@@ -85,9 +85,22 @@ def augment_image(image: np.ndarray, seed: np.ndarray, aug: Augmentation) -> np.
   return out
 
 
-def tf_augment(image: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
-  """`augment_image` as a TensorFlow op on one uint8 image of static shape."""
-  out = tf.numpy_function(lambda x, s: augment_image(x, s, aug), [image, seed], tf.uint8,
+def augment_batch(images: np.ndarray, seeds: np.ndarray, aug: Augmentation) -> np.ndarray:
+  """`augment_image` on each image of a uint8 batch; image i uses seeds[i]."""
+  out = np.empty_like(images)
+  for i, (image, seed) in enumerate(zip(images, seeds)):
+    out[i] = augment_image(image, seed, aug)
+  return out
+
+
+def tf_augment_batch(images: tf.Tensor, seeds: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+  """`augment_batch` as a TensorFlow op on a uint8 batch (batch, size, size, 3).
+
+  One Python call per batch rather than per image: the call's fixed cost (the GIL, copying
+  tensors to NumPy and back) is paid once for the batch, and each image still gets the
+  augmentation its own seed gives it, so batching does not change the images.
+  """
+  out = tf.numpy_function(lambda x, s: augment_batch(x, s, aug), [images, seeds], tf.uint8,
                           stateful=False)
-  out.set_shape(image.shape)
+  out.set_shape(images.shape)
   return out

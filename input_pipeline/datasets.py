@@ -1,9 +1,10 @@
 """tf.data pipelines over the TFRecords written by `input_pipeline.tfrecords`.
 
 Train: decode -> cache -> one shuffled, repeated stream per class -> mixed by
-`sample_from_datasets` to the oversampling target -> augment -> scale to [0, 1] ->
-batch -> prefetch. Validation and test: decode -> scale -> batch (no shuffling, no
-oversampling, no dropped remainder: every photograph is scored exactly once).
+`sample_from_datasets` to the oversampling target -> batch -> augment (one Python call per
+batch, one seed per photograph) -> scale to [0, 1] -> prefetch. Validation and test:
+decode -> batch -> scale (no shuffling, no oversampling, no dropped remainder: every
+photograph is scored exactly once).
 """
 
 from __future__ import annotations
@@ -128,22 +129,25 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
     ds = tf.data.Dataset.sample_from_datasets(streams, stream_weights, seed=seed,
                                               stop_on_empty_dataset=False)
     if augment:
-      aug = augmentation or augment_lib.Augmentation()
+      # Each photograph's augmentation seed is (seed, its position in the stream); the
+      # augmentation itself runs on whole batches below.
       seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.cast(seed, tf.int64), i]))
-      ds = tf.data.Dataset.zip(ds, seeds).map(
-          lambda ex, s: dict(ex, image=augment_lib.tf_augment(ex['image'], s, aug)),
-          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = tf.data.Dataset.zip(ds, seeds).map(lambda ex, s: dict(ex, seed=s))
   elif split not in ('val', 'test'):
     raise ValueError(f'unknown split {split!r}; use train, val or test')
+  aug = (augmentation or augment_lib.Augmentation()) if split == 'train' and augment else None
 
   def finish(ex):
-    image = to_float(ex['image'])
+    image = ex['image']
+    if aug is not None:
+      image = augment_lib.tf_augment_batch(image, ex['seed'], aug)
+    image = to_float(image)
     if with_info:
       return image, ex['label'], dict(grade=ex['grade'], name=ex['name'])
     return image, ex['label']
 
-  ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=False)
+  ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -61,6 +61,22 @@ def test_augmentation_seeded_and_train_only(synthetic_records):
   np.testing.assert_array_equal(np.concatenate(val), np.concatenate(val_again))
 
 
+def test_each_photograph_gets_its_own_augmentation_whatever_the_batch_size(synthetic_records):
+  # Augmentation runs on whole batches, but photograph i of the training stream is always
+  # augmented with seed (seed, i): regrouping the stream changes nothing.
+  def stream(batch_size, batches, **kwargs):
+    ds = datasets.make_dataset(str(synthetic_records), 'train', batch_size=batch_size,
+                               seed=5, **kwargs)
+    return np.concatenate([x.numpy() for x, _ in ds.take(batches)])
+  by_8, by_16 = stream(8, 4), stream(16, 2)
+  np.testing.assert_array_equal(by_8, by_16)
+  plain = np.round(stream(8, 4, augment=False) * 255).astype(np.uint8)
+  expected = np.stack([augment.augment_image(image, np.array([5, i]), augment.Augmentation())
+                       for i, image in enumerate(plain)]).astype(np.float32) / 255.0
+  np.testing.assert_array_equal(by_8, expected)
+  assert len({image.tobytes() for image in by_8}) == len(by_8)
+
+
 def test_augment_image_transforms():
   image = np.zeros((64, 64, 3), np.uint8)
   image[10:20, 40:50] = 200  # a bright patch in the top-right quadrant
