@@ -40,6 +40,8 @@ flags.DEFINE_multi_string('gin_file', [], 'Experiment whose model is timed (defa
                           'the built-in default, stages 16-32-64).')
 flags.DEFINE_integer('epoch_batch', 16, 'Batch size of the real-epoch measurement.')
 flags.DEFINE_integer('epochs', 4, 'Epochs per real-epoch timing; epochs 2 onwards are timed.')
+flags.DEFINE_integer('epoch_rounds', 1, 'Alternating pipeline / from-memory timings per '
+                     'real-epoch mode; the median share and its range are printed.')
 flags.DEFINE_list('epoch_modes', ['default', 'xla'], 'Real-epoch timings to run.')
 flags.DEFINE_integer('repeats', 3, 'Timings per setting; the median and range are printed.')
 FLAGS = flags.FLAGS
@@ -107,14 +109,19 @@ def _seconds_per_epoch(model: keras.Model, ds: tf.data.Dataset, steps: int, epoc
   return (times.ends[-1] - times.ends[0]) / (epochs - 1)
 
 
-def time_epoch(records_dir: str, batch: int, jit: bool,
-               epochs: int = 4) -> tuple[float, float, int]:
-  """Training epochs from the records: (seconds with the pipeline, from memory, images).
+def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
+               rounds: int = 1) -> tuple[list[float], list[float], int]:
+  """Training epochs from the records, with the input pipeline and from memory.
 
   As in train.py, one `fit` runs several epochs over one iterator; epoch 1 (graph tracing,
   cache filling) is left out. "From memory" replays batches taken from the same pipeline
   and held in memory, so the difference is what decoding, oversampling and augmentation
-  add to an epoch.
+  add to an epoch. With several rounds the two alternate (pipeline, memory, pipeline, ...),
+  so that a drift in the machine's speed falls on both.
+
+  Returns:
+    Seconds per epoch with the pipeline and from memory, one of each per round, and the
+    images per epoch.
   """
   from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
@@ -122,12 +129,14 @@ def time_epoch(records_dir: str, batch: int, jit: bool,
   size = manifest['params']['image_size']
   steps = datasets.steps_per_epoch(manifest, batch, 1.0)
   ds = datasets.make_dataset(records_dir, 'train', batch_size=batch)
-  with_pipeline = _seconds_per_epoch(_compiled_model(size, jit), ds, steps, epochs)
   in_memory = ds.take(steps).cache()
   for _ in in_memory:  # fills the cache
     pass
-  from_memory = _seconds_per_epoch(_compiled_model(size, jit), in_memory.repeat(), steps,
-                                   epochs)
+  with_model, memory_model = _compiled_model(size, jit), _compiled_model(size, jit)
+  with_pipeline, from_memory = [], []
+  for _ in range(rounds):
+    with_pipeline.append(_seconds_per_epoch(with_model, ds, steps, epochs))
+    from_memory.append(_seconds_per_epoch(memory_model, in_memory.repeat(), steps, epochs))
   return with_pipeline, from_memory, steps * batch
 
 
@@ -142,6 +151,8 @@ def _check_flags() -> None:
       raise app.UsageError(f'unknown mode {mode!r} in --epoch_modes; use default or xla')
   if FLAGS.records_dir and FLAGS.epochs < 2:
     raise app.UsageError('--epochs must be at least 2 (epoch 1 is warm-up, not timed)')
+  if FLAGS.epoch_rounds < 1:
+    raise app.UsageError('--epoch_rounds must be at least 1')
 
 
 def main(argv):
@@ -170,13 +181,18 @@ def main(argv):
           f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
   if FLAGS.records_dir:
     for mode in FLAGS.epoch_modes:
-      seconds, memory_seconds, images = time_epoch(FLAGS.records_dir, FLAGS.epoch_batch,
-                                                   mode == 'xla', FLAGS.epochs)
+      seconds, memory_seconds, images = time_epoch(
+          FLAGS.records_dir, FLAGS.epoch_batch, mode == 'xla', FLAGS.epochs,
+          FLAGS.epoch_rounds)
+      shares = [100 * (s / m - 1) for s, m in zip(seconds, memory_seconds)]
+      spread = (f'median of {len(shares)} rounds, {min(shares):.0f} to {max(shares):.0f}%; '
+                if len(shares) > 1 else '')
       print(f'  real epoch ({mode}, batch {FLAGS.epoch_batch}, '
             f'{images} images, mean of epochs 2-{FLAGS.epochs}): '
-            f'{seconds:.1f} s with the input pipeline = {images / seconds:.1f} images/s; '
-            f'{memory_seconds:.1f} s from memory; the pipeline adds '
-            f'{100 * (seconds / memory_seconds - 1):.0f}%')
+            f'{np.median(seconds):.2f} s with the input pipeline = '
+            f'{images / np.median(seconds):.1f} images/s; {np.median(memory_seconds):.2f} s '
+            f'from memory; the pipeline adds {np.median(shares):.0f}% ({spread}'
+            f'per round: {", ".join(f"{s:.0f}" for s in shares)})')
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f'peak resident memory of this process: {peak_mb:.0f} MiB')
 
