@@ -91,26 +91,38 @@ def time_steps(size: int, batch: int, jit: bool, steps: int, policy: str = 'floa
   return rates
 
 
+_Timing = tuple[float, float]  # (wall, CPU) seconds per epoch
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 class _EpochTimes(keras.callbacks.Callback):
-  """Wall-clock time at the end of each epoch."""
+  """Wall-clock and process CPU time at the end of each epoch."""
 
   def __init__(self):
     super().__init__()
     self.ends = []
+    self.cpu_ends = []
 
   def on_epoch_end(self, epoch, logs=None):
     self.ends.append(time.perf_counter())
+    self.cpu_ends.append(_cpu_seconds())
 
 
-def _seconds_per_epoch(model: keras.Model, ds: tf.data.Dataset, steps: int, epochs: int) -> float:
-  """Mean seconds of epochs 2..epochs of one `fit` (epoch 1 is warm-up)."""
+def _seconds_per_epoch(model: keras.Model, ds: tf.data.Dataset, steps: int,
+                       epochs: int) -> _Timing:
+  """Mean wall and CPU seconds of epochs 2..epochs of one `fit` (epoch 1 is warm-up)."""
   times = _EpochTimes()
   model.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[times])
-  return (times.ends[-1] - times.ends[0]) / (epochs - 1)
+  return ((times.ends[-1] - times.ends[0]) / (epochs - 1),
+          (times.cpu_ends[-1] - times.cpu_ends[0]) / (epochs - 1))
 
 
 def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
-               rounds: int = 1) -> tuple[list[float], list[float], int]:
+               rounds: int = 1) -> tuple[list[_Timing], list[_Timing], int]:
   """Training epochs from the records, with the input pipeline and from memory.
 
   As in train.py, one `fit` runs several epochs over one iterator; epoch 1 (graph tracing,
@@ -120,8 +132,8 @@ def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
   so that a drift in the machine's speed falls on both.
 
   Returns:
-    Seconds per epoch with the pipeline and from memory, one of each per round, and the
-    images per epoch.
+    (wall, CPU) seconds per epoch with the pipeline and from memory, one of each per
+    round, and the images per epoch.
   """
   from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
@@ -181,9 +193,9 @@ def main(argv):
           f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
   if FLAGS.records_dir:
     for mode in FLAGS.epoch_modes:
-      seconds, memory_seconds, images = time_epoch(
-          FLAGS.records_dir, FLAGS.epoch_batch, mode == 'xla', FLAGS.epochs,
-          FLAGS.epoch_rounds)
+      piped, memory, images = time_epoch(FLAGS.records_dir, FLAGS.epoch_batch,
+                                         mode == 'xla', FLAGS.epochs, FLAGS.epoch_rounds)
+      seconds, memory_seconds = [p[0] for p in piped], [m[0] for m in memory]
       shares = [100 * (s / m - 1) for s, m in zip(seconds, memory_seconds)]
       spread = (f'median of {len(shares)} rounds, {min(shares):.0f} to {max(shares):.0f}%; '
                 if len(shares) > 1 else '')
@@ -193,6 +205,9 @@ def main(argv):
             f'{images / np.median(seconds):.1f} images/s; {np.median(memory_seconds):.2f} s '
             f'from memory; the pipeline adds {np.median(shares):.0f}% ({spread}'
             f'per round: {", ".join(f"{s:.0f}" for s in shares)})')
+      print(f'    CPU per image (all threads): '
+            f'{1e3 * np.median([p[1] for p in piped]) / images:.2f} ms with the pipeline, '
+            f'{1e3 * np.median([m[1] for m in memory]) / images:.2f} ms from memory')
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f'peak resident memory of this process: {peak_mb:.0f} MiB')
 
