@@ -1,6 +1,7 @@
 """Grid search: the real `python tune.py` on the debug config, plus the pure parts."""
 
 import csv
+import glob
 import json
 import os
 import pathlib
@@ -205,6 +206,22 @@ def test_shipped_grids_parse_for_every_trial(experiment, grid, monkeypatch):
   entry.parse_gin([experiment, grid], [])
   trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
   assert len(trials) >= 4
+  assert len(search.check_trials(trials, [experiment, grid], [])) == len(trials)
+
+
+@pytest.mark.parametrize('grid', sorted(
+    os.path.relpath(path, REPO_ROOT)
+    for path in glob.glob(os.path.join(REPO_ROOT, 'configs', 'grids', 'idrid_*.gin'))))
+def test_every_idrid_grid_of_the_readme_parses_for_every_trial(grid, monkeypatch):
+  # The README's "Levers tried" tables come from these grids; a misspelt binding in one
+  # would only show when someone reruns it.
+  from tuning import search
+  from utils import entry
+  monkeypatch.chdir(REPO_ROOT)
+  experiment = 'configs/idrid_binary.gin'
+  entry.parse_gin([experiment, grid], [])
+  trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
+  assert trials
   assert len(search.check_trials(trials, [experiment, grid], [])) == len(trials)
 
 
