@@ -11,7 +11,6 @@ per image (all threads; the training step competes for the same cores) and, with
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import time
 
@@ -33,22 +32,17 @@ flags.DEFINE_bool('compare_keras', False, 'Also time chained keras random layers
 FLAGS = flags.FLAGS
 
 
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 def _time(ds: tf.data.Dataset, batches: int, batch_size: int) -> tuple[float, float]:
   """Images per second, and CPU milliseconds per image summed over all threads."""
   it = iter(ds)
   for _ in range(10):
     next(it)
-  start, cpu_start = time.perf_counter(), _cpu_seconds()
+  start, cpu_start = time.perf_counter(), time.process_time()
   for _ in range(batches):
     next(it)
   images = batches * batch_size
   return (images / (time.perf_counter() - start),
-          1e3 * (_cpu_seconds() - cpu_start) / images)
+          1e3 * (time.process_time() - cpu_start) / images)
 
 
 def _keras_chain(records_dir: str, batch_size: int) -> tf.data.Dataset:

@@ -94,11 +94,6 @@ def time_steps(size: int, batch: int, jit: bool, steps: int, policy: str = 'floa
 _Timing = tuple[float, float]  # (wall, CPU) seconds per epoch
 
 
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 class _EpochTimes(keras.callbacks.Callback):
   """Wall-clock and process CPU time at the end of each epoch."""
 
@@ -109,7 +104,7 @@ class _EpochTimes(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     self.ends.append(time.perf_counter())
-    self.cpu_ends.append(_cpu_seconds())
+    self.cpu_ends.append(time.process_time())
 
 
 def _seconds_per_epoch(model: keras.Model, ds: tf.data.Dataset, steps: int,
