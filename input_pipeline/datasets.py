@@ -113,6 +113,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
   manifest = tfrecords.read_manifest(records_dir)
   image_size = manifest['params']['image_size']
   ds = _records(records_dir, split, image_size)
+  aug = None
   if split == 'train':
     counts = _counts(manifest, split)
     weights = class_weights(counts, oversample)
@@ -129,13 +130,13 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
     ds = tf.data.Dataset.sample_from_datasets(streams, stream_weights, seed=seed,
                                               stop_on_empty_dataset=False)
     if augment:
+      aug = augmentation or augment_lib.Augmentation()
       # Each photograph's augmentation seed is (seed, its position in the stream); the
       # augmentation itself runs on whole batches below.
       seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.cast(seed, tf.int64), i]))
       ds = tf.data.Dataset.zip(ds, seeds).map(lambda ex, s: dict(ex, seed=s))
   elif split not in ('val', 'test'):
     raise ValueError(f'unknown split {split!r}; use train, val or test')
-  aug = (augmentation or augment_lib.Augmentation()) if split == 'train' and augment else None
 
   def finish(ex):
     image = ex['image']
