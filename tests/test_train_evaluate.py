@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from evaluation import metrics
+from evaluation import predictions
 from tests.conftest import REPO_ROOT
 
 DEBUG = 'configs/debug/debug.gin'
@@ -198,9 +199,8 @@ def test_weight_averaging_changes_what_is_validated_not_what_is_trained(tmp_path
   run = tmp_path / 'ema'
   assert _run('evaluate.py', f'--run_dir={run}', env=env).returncode == 0
   best_epoch = json.loads((run / 'checkpoints' / 'best.json').read_text())['epoch']
-  with open(run / 'predictions_val.csv') as f:
-    rows = list(csv.DictReader(f))
-  p_true = [float(r['p_RDR'] if r['label'] == '1' else r['p_NRDR']) for r in rows]
+  _, labels, p_rdr = predictions.read_binary(str(run), 'val')
+  p_true = np.where(labels == 1, p_rdr, 1.0 - p_rdr)
   assert -np.mean(np.log(p_true)) == pytest.approx(
       float(histories['ema'][best_epoch - 1]['val_loss']), rel=1e-3)
 
