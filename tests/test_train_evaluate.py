@@ -255,6 +255,23 @@ def test_keras_metrics_match_sklearn():
   del keras
 
 
+def test_five_grade_models_log_the_referable_auc():
+  """A model trained on grades 0-4 is scored for referable DR: P(grade >= 2) vs grade >= 2."""
+  from sklearn.metrics import roc_auc_score
+  from training import metrics as keras_metrics
+  rng = np.random.default_rng(1)
+  grades = rng.integers(0, 5, 60)
+  y_pred = rng.dirichlet(np.ones(5), 60).astype('float32')
+  names = [m.name for m in keras_metrics.training_metrics(5)]
+  assert 'referable_auc' in names and 'auc' not in names
+  auc = keras_metrics.PositiveClassAUC('referable_auc', first_positive=2, num_thresholds=2000)
+  auc.update_state(grades, y_pred)
+  expected = roc_auc_score(grades >= 2, y_pred[:, 2:].sum(axis=1))
+  assert float(auc.result()) == pytest.approx(expected, abs=0.01)
+  # Scoring P(grade 1) alone, as the binary metric would, gives another number.
+  assert abs(roc_auc_score(grades >= 2, y_pred[:, 1]) - expected) > 0.05
+
+
 def test_tta_averages_the_eight_views(synthetic_records):
   """With all eight views, a model that rotates or flips its input first scores the same."""
   import keras

@@ -70,14 +70,23 @@ class ClassRecall(_ConfusionMetric):
 
 
 class PositiveClassAUC(keras.metrics.AUC):
-  """ROC AUC of the probability of class 1 against sparse binary labels."""
+  """ROC AUC of the probability of class 1 against sparse binary labels.
 
-  def __init__(self, name: str = 'auc', **kwargs):
+  With `first_positive` = k, classes k and above are the positives: the score is the summed
+  probability of those classes (for a 5-grade model, k = 2 gives the referable-DR AUC).
+  """
+
+  def __init__(self, name: str = 'auc', first_positive: int = 1, **kwargs):
     super().__init__(name=name, **kwargs)
+    self.first_positive = first_positive
 
   def update_state(self, y_true, y_pred, sample_weight=None):
-    labels = ops.cast(ops.reshape(y_true, (-1,)), 'float32')
-    super().update_state(labels, y_pred[:, 1], sample_weight=sample_weight)
+    labels = ops.cast(ops.reshape(y_true, (-1,)) >= self.first_positive, 'float32')
+    score = ops.sum(y_pred[:, self.first_positive:], axis=-1)
+    super().update_state(labels, score, sample_weight=sample_weight)
+
+  def get_config(self):
+    return {**super().get_config(), 'first_positive': self.first_positive}
 
 
 def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
@@ -87,6 +96,8 @@ def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   if num_classes == 2:
     metrics += [ClassRecall(1, 2, name='sensitivity'), ClassRecall(0, 2, name='specificity'),
                 PositiveClassAUC()]
+  elif num_classes == 5:  # grades 0-4: also the referable (grades 2-4) AUC
+    metrics.append(PositiveClassAUC('referable_auc', first_positive=2))
   return metrics
 
 
