@@ -15,6 +15,7 @@ from evaluation import metrics as metrics_lib
 from evaluation import plots
 from evaluation import predictions as predictions_file
 from input_pipeline import datasets
+from input_pipeline import idrid
 from input_pipeline import tfrecords
 from training import run_dir as rd
 from visualization import galleries
@@ -76,9 +77,11 @@ def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 
 def format_table(results: dict[str, Any]) -> str:
   """The printed summary: one row per split."""
   keys = [k for k in ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity',
-                      'precision', 'f1', 'roc_auc', 'quadratic_kappa')
+                      'precision', 'f1', 'roc_auc', 'quadratic_kappa',
+                      'referable_balanced_accuracy', 'referable_roc_auc')
           if any(k in m for m in results['splits'].values())]
-  header = f'{"split":<6}{"n":>5}' + ''.join(f'{k[:17]:>19}' for k in keys)
+  short = {'referable_balanced_accuracy': 'RDR bal. acc.', 'referable_roc_auc': 'RDR roc_auc'}
+  header = f'{"split":<6}{"n":>5}' + ''.join(f'{short.get(k, k)[:17]:>19}' for k in keys)
   rows = [header]
   for split, m in results['splits'].items():
     rows.append(f'{split:<6}{m["n"]:>5}' + ''.join(f'{m.get(k, float("nan")):>19.4f}'
@@ -101,7 +104,9 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     run_dir: A run directory written by `training.trainer.train`.
     splits: Splits to evaluate. The decision threshold is chosen on 'val' and
       applied unchanged to the others.
-    threshold_rule: See `evaluation.metrics.choose_threshold` (binary task only).
+    threshold_rule: See `evaluation.metrics.choose_threshold`: the binary task, or the
+      referable task of a 5-grade model (its metrics are then also given as
+      `referable_<metric>`, on P(grades 2-4)).
     min_sensitivity: Target of the 'sensitivity' rule.
     batch_size: Photographs per forward pass.
     write_figures: Write PNG figures and TensorBoard images.
@@ -125,6 +130,8 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
                      '(manifest fingerprint differs); retrain or rebuild them as they were')
   model = load_best_model(run_dir)
   binary = len(class_names) == 2
+  # A model of the five grades is also scored for referable DR, on P(grades 2-4).
+  grades = len(class_names) == len(idrid.CLASS_NAMES['grades'])
   empty = [s for s in splits if not manifest['counts'][s]['total']]
   if empty:
     logging.warning('skipping empty split(s) %s', ', '.join(empty))
@@ -137,9 +144,9 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   results: dict[str, Any] = dict(run_dir=os.path.abspath(run_dir),
                                  checkpoint_epoch=info.get('best', {}).get('epoch'),
                                  class_names=class_names, tta=tta, splits={})
-  if binary:
+  if binary or grades:
     if 'val' in preds:
-      threshold = metrics_lib.choose_threshold(preds['val'][1], preds['val'][0][:, 1],
+      threshold = metrics_lib.choose_threshold(*metrics_lib.referable(*preds['val'][:2]),
                                                threshold_rule, min_sensitivity)
     else:
       threshold_rule, threshold = 'argmax', 0.5
@@ -151,6 +158,9 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
       m['at_argmax'] = metrics_lib.binary_metrics(labels, probs[:, 1], 0.5)
     else:
       m = metrics_lib.multiclass_metrics(labels, probs)
+    if grades:
+      referable = metrics_lib.binary_metrics(*metrics_lib.referable(probs, labels), threshold)
+      m.update({f'referable_{k}': v for k, v in referable.items()})
     results['splits'][split] = m
     predictions_file.write(predictions_file.path(run_dir, split), names, labels, probs,
                            class_names)
@@ -160,7 +170,7 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     for split in (s for s in ('test', 'val') if s in preds):
       galleries.write_galleries(model, run_dir, records_dir, split, preds[split],
                                 class_names, k=gradcam_galleries,
-                                threshold=results.get('threshold', 0.5),
+                                threshold=results.get('threshold', 0.5) if binary else 0.5,
                                 method=gallery_method,
                                 step=_step(results))
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)

@@ -42,6 +42,20 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden'
   return float(thresholds[reaching[0]])
 
 
+def referable(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(labels, P(RDR)) of the referable task from a binary or a 5-grade classifier.
+
+  Binary: the labels and P(class 1) as they are. Five grades: RDR is grades 2-4, so the
+  labels are grade >= 2 and P(RDR) = P(grade 2) + P(grade 3) + P(grade 4).
+  """
+  labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+  if probs.shape[1] == 2:
+    return labels, probs[:, 1]
+  if probs.shape[1] == 5:
+    return (labels >= 2).astype(int), probs[:, 2:].sum(axis=1)
+  raise ValueError(f'no referable task for {probs.shape[1]} classes (2 or 5 expected)')
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
                    ) -> dict[str, Any]:
   """Metrics of the binary NRDR (0) / RDR (1) task at one threshold."""

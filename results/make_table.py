@@ -106,7 +106,10 @@ def localisation_table(experiment: str) -> str | None:
 
 
 # Validation metrics shown for grids over seeds (the rest stay in the CSV).
-SEEDED_METRICS = ('roc_auc', 'balanced_accuracy', 'sensitivity', 'specificity')
+# A grid of 5-grade models shows their referable-DR metrics (evaluate.py's referable_<metric>).
+SEEDED_METRICS = ('roc_auc', 'balanced_accuracy', 'sensitivity', 'specificity',
+                  'referable_roc_auc', 'referable_balanced_accuracy', 'referable_sensitivity',
+                  'referable_specificity')
 
 
 def _mean_sd(values: list[float]) -> str:

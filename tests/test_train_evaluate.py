@@ -99,6 +99,39 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   assert changed.returncode == 1 and 'changed since' in changed.stderr
 
 
+def test_five_grade_run_is_also_scored_for_referable_dr(tmp_path, env):
+  """A model of grades 0-4 gets referable metrics on P(grades 2-4), threshold from val."""
+  from sklearn.metrics import roc_auc_score
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                "--gin_bindings=tfrecords.build_tfrecords.label_mapping = 'grades'",
+                "--gin_bindings=train.monitor = 'val_referable_auc'", env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'best val_referable_auc' in result.stdout
+  result = _run('evaluate.py', f'--run_dir={run}', '--gin_bindings=evaluate.write_figures = False',
+                env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'RDR roc_auc' in result.stdout and 'decision threshold on P(RDR)' in result.stdout
+  results = json.loads((run / 'metrics.json').read_text())
+  assert len(results['class_names']) == 5
+
+  def referable(split):
+    with open(run / f'predictions_{split}.csv') as f:
+      rows = list(csv.DictReader(f))
+    grades = np.array([int(r['label']) for r in rows])
+    p_rdr = np.array([sum(float(v) for k, v in r.items() if k.startswith('p_'))
+                      - float(r['p_0 no DR']) - float(r['p_1 mild']) for r in rows])
+    return (grades >= 2).astype(int), p_rdr
+  assert results['threshold'] == pytest.approx(
+      metrics.choose_threshold(*referable('val')), abs=1e-5)
+  labels, p_rdr = referable('test')
+  test = results['splits']['test']
+  assert 'quadratic_kappa' in test  # the grade metrics stay
+  assert test['referable_roc_auc'] == pytest.approx(roc_auc_score(labels, p_rdr), abs=1e-4)
+  assert test['referable_sensitivity'] == pytest.approx(
+      np.mean(p_rdr[labels == 1] >= results['threshold']), abs=1e-4)
+
+
 def test_unknown_monitor_fails_before_training(tmp_path, env):
   run = tmp_path / 'run'
   result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
