@@ -145,12 +145,16 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
                                  checkpoint_epoch=info.get('best', {}).get('epoch'),
                                  class_names=class_names, tta=tta, splits={})
   if binary or grades:
-    if 'val' in preds:
-      threshold = metrics_lib.choose_threshold(*metrics_lib.referable(*preds['val'][:2]),
-                                               threshold_rule, min_sensitivity)
-    else:
+    val = metrics_lib.referable(*preds['val'][:2]) if 'val' in preds else None
+    if val is None:
       threshold_rule, threshold = 'argmax', 0.5
       logging.warning('no validation split evaluated: using the argmax threshold 0.5')
+    elif grades and len(np.unique(val[0])) < 2:
+      threshold_rule, threshold = 'argmax', 0.5
+      logging.warning('validation lacks NRDR or RDR photographs: the referable metrics use '
+                      'the threshold 0.5 on P(grades 2-4)')
+    else:
+      threshold = metrics_lib.choose_threshold(*val, threshold_rule, min_sensitivity)
     results.update(threshold=threshold, threshold_rule=threshold_rule)
   for split, (probs, labels, names) in preds.items():
     if binary:

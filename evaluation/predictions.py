@@ -25,15 +25,29 @@ def write(file: str, names, labels, probs, class_names) -> None:
       writer.writerow([name, int(label)] + [f'{v:.6f}' for v in p])
 
 
-def read_binary(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-  """(names, labels, P(RDR)) of one split of a binary run, in file order."""
+# The probability columns of a 5-grade run; P(RDR) is the sum of grades 2-4.
+_GRADE_COLUMNS = ('p_0 no DR', 'p_1 mild', 'p_2 moderate', 'p_3 severe', 'p_4 proliferative')
+
+
+def read_referable(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """(names, labels, P(RDR)) of one split, in file order, for referable DR (1 = RDR).
+
+  A binary run's file gives them as they are; a 5-grade run's gives RDR = grade >= 2 and
+  P(RDR) = P(grade 2) + P(grade 3) + P(grade 4).
+  """
   file = path(run_dir, split)
   if not os.path.isfile(file):
     split_name = {'val': 'validation'}.get(split, split)
     raise FileNotFoundError(f'{file}: no {split_name} predictions; run evaluate.py first')
   with open(file, newline='') as f:
     rows = list(csv.DictReader(f))
-  if not rows or not {'name', 'label', 'p_RDR'} <= set(rows[0]):
-    raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run)')
-  return ([r['name'] for r in rows], np.array([int(r['label']) for r in rows]),
-          np.array([float(r['p_RDR']) for r in rows]))
+  columns = set(rows[0]) if rows else set()
+  names = [r['name'] for r in rows]
+  if {'name', 'label', 'p_RDR'} <= columns:
+    return (names, np.array([int(r['label']) for r in rows]),
+            np.array([float(r['p_RDR']) for r in rows]))
+  if {'name', 'label', *_GRADE_COLUMNS} <= columns:
+    return (names, np.array([int(int(r['label']) >= 2) for r in rows]),
+            np.array([sum(float(r[c]) for c in _GRADE_COLUMNS[2:]) for r in rows]))
+  raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run) or the '
+                   'five grade columns (a 5-grade run)')

@@ -57,7 +57,7 @@ def main(argv):
         'validation (mean +- sd; threshold 10th-90th percentile); in-sample in brackets')
   try:
     for run_dir in run_dirs:
-      _, labels, probs = predictions.read_binary(run_dir, 'val')
+      _, labels, probs = predictions.read_referable(run_dir, 'val')
       parts = []
       for rule in FLAGS.rules:
         r = transfer(labels, probs, rule, FLAGS.splits, FLAGS.seed)

@@ -38,7 +38,7 @@ HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC 
 
 
 def _read_predictions(run_dir, split):
-  names, labels, probs = predictions_file.read_binary(run_dir, split)
+  names, labels, probs = predictions_file.read_referable(run_dir, split)
   return dict(zip(names, probs)), dict(zip(names, labels))
 
 

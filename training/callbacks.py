@@ -29,8 +29,8 @@ class EpochLogger(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
-    keys = ('loss', 'balanced_accuracy', 'auc', 'val_loss', 'val_balanced_accuracy',
-            'val_auc')
+    keys = ('loss', 'balanced_accuracy', 'auc', 'referable_auc', 'val_loss',
+            'val_balanced_accuracy', 'val_auc', 'val_referable_auc')
     text = ' '.join(f'{k} {logs[k]:.4f}' for k in keys if k in logs)
     logging.info('epoch %d/%d (%.1f s): %s', epoch + 1, self.epochs,
                  time.time() - self._start, text)
