@@ -174,7 +174,7 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     for split in (s for s in ('test', 'val') if s in preds):
       galleries.write_galleries(model, run_dir, records_dir, split, preds[split],
                                 class_names, k=gradcam_galleries,
-                                threshold=results.get('threshold', 0.5) if binary else 0.5,
+                                threshold=results.get('threshold', 0.5),
                                 method=gallery_method,
                                 step=_step(results))
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)

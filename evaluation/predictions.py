@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from evaluation import metrics
+
 
 def path(run_dir: str, split: str) -> str:
   """The predictions file of one split of a run."""
@@ -25,7 +27,7 @@ def write(file: str, names, labels, probs, class_names) -> None:
       writer.writerow([name, int(label)] + [f'{v:.6f}' for v in p])
 
 
-# The probability columns of a 5-grade run; P(RDR) is the sum of grades 2-4.
+# The probability columns of a 5-grade run, in grade order (`metrics.referable` sums 2-4).
 _GRADE_COLUMNS = ('p_0 no DR', 'p_1 mild', 'p_2 moderate', 'p_3 severe', 'p_4 proliferative')
 
 
@@ -42,12 +44,12 @@ def read_referable(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.
   with open(file, newline='') as f:
     rows = list(csv.DictReader(f))
   columns = set(rows[0]) if rows else set()
-  names = [r['name'] for r in rows]
   if {'name', 'label', 'p_RDR'} <= columns:
-    return (names, np.array([int(r['label']) for r in rows]),
+    return ([r['name'] for r in rows], np.array([int(r['label']) for r in rows]),
             np.array([float(r['p_RDR']) for r in rows]))
   if {'name', 'label', *_GRADE_COLUMNS} <= columns:
-    return (names, np.array([int(int(r['label']) >= 2) for r in rows]),
-            np.array([sum(float(r[c]) for c in _GRADE_COLUMNS[2:]) for r in rows]))
+    grade_probs = np.array([[float(r[c]) for c in _GRADE_COLUMNS] for r in rows])
+    return ([r['name'] for r in rows],
+            *metrics.referable(grade_probs, [int(r['label']) for r in rows]))
   raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run) or the '
                    'five grade columns (a 5-grade run)')

@@ -37,6 +37,9 @@ def test_a_five_grade_run_reads_as_referable_dr(tmp_path):
   (tmp_path / 'bad' / 'predictions_val.csv').write_text('name,label,p_x\nx0,0,0.5\n')
   with pytest.raises(ValueError, match='predictions_val.csv: expected columns'):
     predictions.read_referable(str(tmp_path / 'bad'), 'val')
+  (tmp_path / 'bad' / 'predictions_val.csv').write_text('label,p_RDR\n0,0.5\n')  # no names
+  with pytest.raises(ValueError, match='predictions_val.csv: expected columns'):
+    predictions.read_referable(str(tmp_path / 'bad'), 'val')
 
 
 def test_runs_are_compared_on_the_photographs_they_share(tmp_path):
