@@ -117,3 +117,36 @@ def split_train_val(groups: Sequence[Sequence[Record]], val_fraction: float,
     for rank, index in enumerate(order):
       (val if rank < n_val else train).extend(members[index])
   return sorted(train, key=lambda r: r.name), sorted(val, key=lambda r: r.name)
+
+
+def check_fold(num_folds: int, fold: int) -> None:
+  """Raises ValueError naming the parameter unless 0 <= fold < num_folds and num_folds >= 2."""
+  if num_folds < 2:
+    raise ValueError(f'tfrecords.build_tfrecords.num_folds must be at least 2, got {num_folds}')
+  if not 0 <= fold < num_folds:
+    raise ValueError(f'tfrecords.build_tfrecords.fold must be in 0..{num_folds - 1}, '
+                     f'got {fold}')
+
+
+def split_fold(groups: Sequence[Sequence[Record]], num_folds: int, fold: int,
+               seed: int) -> tuple[list[Record], list[Record]]:
+  """Fold `fold` of a stratified, seeded k-fold partition of the training groups.
+
+  Groups are ordered grade by grade (a seeded permutation within each grade) and dealt
+  to the folds in turn, so every fold gets about 1/num_folds of each grade and the fold
+  sizes differ by at most one group. Over fold = 0 .. num_folds - 1 every group is held
+  out exactly once, and byte-identical copies never straddle a fold.
+
+  Returns:
+    (train records, held-out records of the fold), each sorted by name.
+  """
+  check_fold(num_folds, fold)
+  rng = np.random.default_rng(seed)
+  by_grade = collections.defaultdict(list)
+  for group in groups:
+    by_grade[group[0].grade].append(group)
+  dealt = [by_grade[g][i] for g in sorted(by_grade) for i in rng.permutation(len(by_grade[g]))]
+  train, held_out = [], []
+  for rank, group in enumerate(dealt):
+    (held_out if rank % num_folds == fold else train).extend(group)
+  return sorted(train, key=lambda r: r.name), sorted(held_out, key=lambda r: r.name)

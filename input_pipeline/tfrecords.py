@@ -112,6 +112,7 @@ def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
 def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
                     contrast: str | None = None, label_mapping: str = 'binary',
                     val_fraction: float = 0.2, split_seed: int = 0,
+                    fold: int | None = None, num_folds: int = 5,
                     shard_size: int = 128, strict: bool = False,
                     num_workers: int | None = None,
                     force: bool = False) -> dict[str, Any]:
@@ -124,7 +125,12 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
     contrast: Contrast normalisation (`preprocessing.apply_contrast`), or None.
     label_mapping: 'binary' (NRDR 0-1 / RDR 2-4) or 'grades'.
     val_fraction: Share of training groups moved to validation, per grade.
-    split_seed: Seed of the validation split.
+    split_seed: Seed of the validation split (and of the fold partition).
+    fold: For k-fold cross-validation: validation is fold `fold` (0-based) of a
+      stratified partition of the training groups into `num_folds` folds
+      (`integrity.split_fold`), and val_fraction is not used. None: one split of
+      val_fraction.
+    num_folds: Folds of the partition, with `fold`.
     shard_size: Examples per shard.
     strict: Fail on the first unusable photograph instead of rejecting it.
     num_workers: Preprocessing processes; default: all cores.
@@ -138,6 +144,8 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
       unusable photograph.
   """
   start = time.time()
+  if fold is not None:
+    integrity.check_fold(num_folds, fold)
   map_label = idrid.label_fn(label_mapping)
   records, rejects = idrid.load_records(data_dir)
   if strict and rejects:
@@ -146,6 +154,10 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
   params = dict(image_size=image_size, contrast=contrast, label_mapping=label_mapping,
                 val_fraction=val_fraction, split_seed=split_seed, shard_size=shard_size,
                 strict=strict)
+  if fold is not None:
+    # Only fold runs carry these keys, so records built without folds keep their fingerprint.
+    params.update(fold=fold, num_folds=num_folds)
+    del params['val_fraction']
   sources = {f'{r.split}/{r.name}': hashes[r.path] for r in records}
   fingerprint = _fingerprint(params, sources)
   manifest_path = os.path.join(out_dir, MANIFEST)
@@ -165,7 +177,10 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
                           'choose another --out_dir')
 
   groups, test, dropped = integrity.deduplicate(records, hashes, map_label)
-  train, val = integrity.split_train_val(groups, val_fraction, split_seed)
+  if fold is None:
+    train, val = integrity.split_train_val(groups, val_fraction, split_seed)
+  else:
+    train, val = integrity.split_fold(groups, num_folds, fold, split_seed)
   by_split = {'train': train, 'val': val, 'test': test}
   ordered = [(s, r) for s in RECORD_SPLITS for r in by_split[s]]
   logging.info('preprocessing %d photographs from %s to %dx%d', len(ordered), data_dir,
@@ -186,7 +201,7 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
     else:
       kept[split].append((record, encoded))
   for split in RECORD_SPLITS:
-    if not kept[split] and not (split == 'val' and val_fraction == 0):
+    if not kept[split] and not (split == 'val' and fold is None and val_fraction == 0):
       raise idrid.DataError(f'split {split} is empty after removing duplicates and '
                             f'rejects ({data_dir})')
 

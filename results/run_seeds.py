@@ -7,6 +7,13 @@ Each seed runs `train.py` and `evaluate.py` (validation and test) in runs/<name>
 and copies metrics.json, the per-photograph predictions, run.json and the operative config
 into results/<name>/seed_<s>/. Seeds already there are skipped. Then run
 `python results/make_table.py` to regenerate the README table.
+
+With --folds=K each seed is a K-fold cross-validation instead: K runs in
+runs/<name>/seed_<s>/fold_<k>, each validated on fold k of a stratified partition of the
+training photographs drawn with split seed <s> (`tfrecords.build_tfrecords.fold`), copied
+to results/<name>/seed_<s>/fold_<k>/ (folds already there are skipped), then combined by
+`evaluation.cross_validation` into results/<name>/seed_<s>/: threshold on the out-of-fold
+predictions of all training photographs, the K fold models averaged on test.
 """
 
 import os
@@ -27,6 +34,8 @@ flags.DEFINE_string('data_dir', None, 'IDRiD folder.')
 flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds.')
 flags.DEFINE_string('name', 'idrid_binary', 'Experiment name (folder under results/).')
 flags.DEFINE_string('runs_dir', os.path.join(ROOT, 'runs'), 'Where the runs go.')
+flags.DEFINE_integer('folds', 0, 'K-fold cross-validation per seed with this many folds; '
+                     '0 = one validation split.')
 FLAGS = flags.FLAGS
 
 
@@ -35,23 +44,43 @@ def _call(args):
   subprocess.run([sys.executable] + args, cwd=ROOT, check=True)
 
 
+def _train_and_evaluate(run, out, bindings):
+  common = [f'--gin_file={g}' for g in FLAGS.gin_file]
+  extra = [f'--gin_bindings={b}' for b in FLAGS.gin_bindings + bindings]
+  data = [f'--data_dir={FLAGS.data_dir}'] if FLAGS.data_dir else []
+  _call(['train.py', *common, *extra, *data, f'--run_dir={run}'])
+  _call(['evaluate.py', f'--run_dir={run}'])
+  os.makedirs(out, exist_ok=True)
+  for name in KEEP:
+    shutil.copy(os.path.join(run, name), os.path.join(out, name))
+
+
 def main(argv):
   del argv
+  if FLAGS.folds == 1 or FLAGS.folds < 0:
+    raise app.UsageError(f'--folds must be 0 (no cross-validation) or at least 2, '
+                         f'got {FLAGS.folds}')
   for seed in FLAGS.seeds:
     out = os.path.join(ROOT, 'results', FLAGS.name, f'seed_{seed}')
     if os.path.isfile(os.path.join(out, 'metrics.json')):
       print(f'seed {seed}: already in {out}')
       continue
     run = os.path.join(FLAGS.runs_dir, FLAGS.name, f'seed_{seed}')
-    common = [f'--gin_file={g}' for g in FLAGS.gin_file]
-    bindings = [f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
-    data = [f'--data_dir={FLAGS.data_dir}'] if FLAGS.data_dir else []
-    _call(['train.py', *common, *bindings, *data, f'--run_dir={run}',
-           f'--gin_bindings=train.seed = {seed}'])
-    _call(['evaluate.py', f'--run_dir={run}'])
-    os.makedirs(out, exist_ok=True)
-    for name in KEEP:
-      shutil.copy(os.path.join(run, name), os.path.join(out, name))
+    if not FLAGS.folds:
+      _train_and_evaluate(run, out, [f'train.seed = {seed}'])
+      continue
+    fold_outs = []
+    for k in range(FLAGS.folds):
+      fold_out = os.path.join(out, f'fold_{k}')
+      fold_outs.append(fold_out)
+      if os.path.isfile(os.path.join(fold_out, 'metrics.json')):
+        print(f'seed {seed} fold {k}: already in {fold_out}')
+        continue
+      _train_and_evaluate(os.path.join(run, f'fold_{k}'), fold_out, [
+          f'train.seed = {seed}', f'tfrecords.build_tfrecords.split_seed = {seed}',
+          f'tfrecords.build_tfrecords.fold = {k}',
+          f'tfrecords.build_tfrecords.num_folds = {FLAGS.folds}'])
+    _call(['-m', 'evaluation.cross_validation', f'--out={out}', *fold_outs])
 
 
 if __name__ == '__main__':

@@ -1,0 +1,229 @@
+"""Combines the fold runs of a k-fold cross-validation into one result.
+
+    python -m evaluation.cross_validation --out=DIR FOLD_RUN_DIR...
+
+Each fold run was trained with `tfrecords.build_tfrecords.fold` set and evaluated by
+evaluate.py, so its validation predictions are its held-out fold. Together the folds give
+out-of-fold (OOF) predictions for every training photograph, each from the one model that
+did not train on it.
+
+Models trained from scratch on a few hundred photographs differ in where they put their
+operating point (single-split IDRiD runs chose thresholds from 0.02 to 0.81), so the fold
+models' scores are put on one scale before they are pooled: each model's logit of P(RDR)
+is standardised by the mean and standard deviation of its logits on its own held-out fold
+(labels unused), and the score reported as P(RDR) is the sigmoid of that standardised
+logit (`--normalise=none` pools the raw P(RDR) instead). The combined result:
+- threshold: chosen on the pooled OOF scores with the folds' threshold rule, so on all
+  training photographs instead of one validation fold;
+- val: OOF metrics at that threshold (in-sample for the threshold), plus `held_out`: each
+  fold scored at the threshold chosen on the other folds' OOF predictions, pooled; an
+  estimate, on training data only, of how the operating point carries over;
+- test: the fold models as an ensemble (mean score per photograph) at that threshold;
+- folds: each fold model alone on test at its own fold's threshold (the single-split
+  protocol, once per fold).
+DIR gets metrics.json, predictions_val.csv (OOF), predictions_test.csv (ensemble) and
+run.json (seed; train_seconds summed over the folds), the files results/make_table.py reads.
+Files are written under temporary names and renamed at the end, so a failure leaves none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from evaluation import metrics as metrics_lib
+from evaluation import predictions as predictions_file
+
+CLASS_NAMES = ['NRDR', 'RDR']
+
+NORMALISATIONS = ('logit_z', 'none')
+flags.DEFINE_string('out', None, 'Folder for the combined result.')
+flags.DEFINE_enum('normalise', 'logit_z', NORMALISATIONS,
+                  "Scale of each fold model's scores before pooling (module docstring).")
+FLAGS = flags.FLAGS
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found; train and evaluate the fold first')
+  with open(path) as f:
+    return json.load(f)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(p, 1e-6, 1 - 1e-6)  # the predictions files keep six decimals
+  return np.log(p) - np.log1p(-p)
+
+
+def normaliser(held_out_probs: np.ndarray, how: str):
+  """Function putting one model's P(RDR) on the common scale, fixed by its held-out fold."""
+  if how == 'none':
+    return lambda p: np.asarray(p, dtype=float)
+  if how != 'logit_z':
+    raise ValueError(f'unknown normalisation {how!r}; choose one of {NORMALISATIONS}')
+  z = _logit(held_out_probs)
+  mean, sd = float(np.mean(z)), float(np.std(z))
+  sd = sd if sd > 0 else 1.0
+  return lambda p: 1 / (1 + np.exp(-(_logit(np.asarray(p, dtype=float)) - mean) / sd))
+
+
+def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
+            ) -> tuple[dict[str, Any], dict[str, Any], dict]:
+  """(metrics, run info, {split: (names, labels, score)}) of the fold runs together."""
+  if len(fold_dirs) < 2:
+    raise ValueError(f'cross-validation needs at least 2 fold runs, got {len(fold_dirs)}')
+  metrics = [_read_json(os.path.join(d, 'metrics.json')) for d in fold_dirs]
+  runs = [_read_json(os.path.join(d, 'run.json')) for d in fold_dirs]
+  rules = {m.get('threshold_rule', 'youden') for m in metrics}
+  if len(rules) != 1:
+    raise ValueError(f'the fold runs used different threshold rules: {sorted(rules)}')
+  rule = rules.pop()
+  val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
+  test = [predictions_file.read_referable(d, 'test') for d in fold_dirs]
+  raw_val = val
+  scales = [normaliser(probs, normalise) for _, _, probs in val]
+  val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, val)]
+  test = [(n, l, f(p)) for f, (n, l, p) in zip(scales, test)]
+
+  owner: dict[str, str] = {}
+  for d, (names, _, _) in zip(fold_dirs, val):
+    for name in names:
+      if name in owner:
+        raise ValueError(f'photograph {name} is held out by both {owner[name]} and {d}: '
+                         'the runs are not folds of one partition')
+      owner[name] = d
+  test_names = sorted(test[0][0])
+  for d, (names, _, _) in zip(fold_dirs[1:], test[1:]):
+    if sorted(names) != test_names:
+      raise ValueError(f'{d} scored other test photographs than {fold_dirs[0]}')
+
+  oof_labels = np.concatenate([labels for _, labels, _ in val])
+  oof_probs = np.concatenate([probs for _, _, probs in val])
+  threshold = metrics_lib.choose_threshold(oof_labels, oof_probs, rule)
+  val_metrics = metrics_lib.binary_metrics(oof_labels, oof_probs, threshold)
+  val_metrics['held_out'] = held_out(val, rule)
+  if normalise != 'none':  # for comparison: the same without normalisation
+    raw = np.concatenate([probs for _, _, probs in raw_val])
+    val_metrics['without_normalisation'] = dict(
+        roc_auc=metrics_lib.binary_metrics(oof_labels, raw)['roc_auc'],
+        held_out=held_out(raw_val, rule))
+
+  by_name = [dict(zip(names, probs)) for names, _, probs in test]
+  test_labels = dict(zip(test[0][0], test[0][1]))
+  test_probs = np.mean([[p[n] for n in test_names] for p in by_name], axis=0)
+  test_labels = np.array([test_labels[n] for n in test_names])
+  results = dict(
+      cross_validation=dict(num_folds=len(fold_dirs), normalise=normalise,
+                            fold_dirs=[os.path.abspath(d) for d in fold_dirs]),
+      class_names=CLASS_NAMES, threshold=threshold, threshold_rule=rule,
+      splits=dict(val=val_metrics,
+                  test=metrics_lib.binary_metrics(test_labels, test_probs, threshold)),
+      folds=[dict(run_dir=m['run_dir'], checkpoint_epoch=m.get('checkpoint_epoch'),
+                  threshold=m.get('threshold'),
+                  val_roc_auc=m['splits']['val'].get('roc_auc',
+                                                     m['splits']['val'].get('referable_roc_auc')),
+                  test=_referable_test(m))
+             for m in metrics])
+  seeds = {r.get('seed') for r in runs}
+  run = dict(seed=seeds.pop() if len(seeds) == 1 else sorted(seeds),
+             train_seconds=float(sum(r.get('train_seconds', float('nan')) for r in runs)),
+             folds=[os.path.abspath(d) for d in fold_dirs])
+  preds = dict(val=([n for names, _, _ in val for n in names], oof_labels, oof_probs),
+               test=(test_names, test_labels, test_probs))
+  return results, run, preds
+
+
+def held_out(val: Sequence[tuple[Any, np.ndarray, np.ndarray]], rule: str) -> dict[str, Any]:
+  """Metrics of each fold at the threshold chosen on the other folds, pooled."""
+  labels, decisions = [], []
+  for k, (_, fold_labels, scores) in enumerate(val):
+    others = [v for j, v in enumerate(val) if j != k]
+    t = metrics_lib.choose_threshold(np.concatenate([v[1] for v in others]),
+                                     np.concatenate([v[2] for v in others]), rule)
+    labels.append(fold_labels)
+    decisions.append((scores >= t).astype(float))
+  m = metrics_lib.binary_metrics(np.concatenate(labels), np.concatenate(decisions), 0.5)
+  del m['roc_auc'], m['threshold']  # scored on decisions at per-fold thresholds
+  return m
+
+
+def _referable_test(m: dict[str, Any]) -> dict[str, float]:
+  """The referable-DR test metrics of one fold's metrics.json (binary or 5-grade run)."""
+  test = m['splits']['test']
+  prefix = 'referable_' if 'referable_roc_auc' in test else ''
+  return {k: test[prefix + k] for k in ('balanced_accuracy', 'sensitivity', 'specificity',
+                                        'roc_auc')}
+
+
+def write(out_dir: str, results: dict[str, Any], run: dict[str, Any], preds: dict) -> None:
+  """Writes metrics.json, run.json and the predictions files; all or none of them."""
+  os.makedirs(out_dir, exist_ok=True)
+  finals = []
+  try:
+    for split, (names, labels, probs) in preds.items():
+      final = predictions_file.path(out_dir, split)
+      predictions_file.write(final + '.tmp', names, labels,
+                             np.stack([1 - probs, probs], axis=1), CLASS_NAMES)
+      finals.append(final)
+    for name, content in (('run.json', run), ('metrics.json', results)):
+      final = os.path.join(out_dir, name)
+      with open(final + '.tmp', 'w') as f:
+        json.dump(content, f, indent=2)
+      finals.append(final)
+  except BaseException:
+    for final in finals:
+      if os.path.exists(final + '.tmp'):
+        os.remove(final + '.tmp')
+    raise
+  for final in finals:
+    os.replace(final + '.tmp', final)
+
+
+def summary(results: dict[str, Any]) -> str:
+  """A few lines for the log."""
+  val, test = results['splits']['val'], results['splits']['test']
+  folds = results['folds']
+  cv = results['cross_validation']
+  lines = [f'{len(folds)} folds, scores normalised: {cv["normalise"]}; threshold '
+           f'{results["threshold"]:.4f} ({results["threshold_rule"]} rule on {val["n"]} '
+           'out-of-fold photographs)',
+           f'out-of-fold: AUC {val["roc_auc"]:.3f}, balanced accuracy '
+           f'{val["balanced_accuracy"]:.3f} (threshold of the other folds: '
+           f'{val["held_out"]["balanced_accuracy"]:.3f})',
+           f'test, fold ensemble: balanced accuracy {test["balanced_accuracy"]:.3f}, '
+           f'sensitivity {test["sensitivity"]:.3f}, specificity {test["specificity"]:.3f}, '
+           f'AUC {test["roc_auc"]:.3f}']
+  raw = val.get('without_normalisation')
+  if raw:
+    lines.insert(2, f'  without normalisation: AUC {raw["roc_auc"]:.3f}, balanced accuracy at '
+                    f'the threshold of the other folds {raw["held_out"]["balanced_accuracy"]:.3f}')
+  for k, f in enumerate(folds):
+    lines.append(f'  fold {k}: val AUC {f["val_roc_auc"]:.3f}, own threshold '
+                 f'{f["threshold"]:.3f}; test balanced accuracy '
+                 f'{f["test"]["balanced_accuracy"]:.3f}, AUC {f["test"]["roc_auc"]:.3f}')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  fold_dirs = argv[1:]
+  if not FLAGS.out or not fold_dirs:
+    raise app.UsageError('usage: python -m evaluation.cross_validation --out=DIR '
+                         'FOLD_RUN_DIR...')
+  try:
+    results, run, preds = combine(fold_dirs, FLAGS.normalise)
+    write(FLAGS.out, results, run, preds)
+  except (OSError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(summary(results))
+  print(f'wrote {os.path.join(FLAGS.out, "metrics.json")}')
+
+
+if __name__ == '__main__':
+  app.run(main)
