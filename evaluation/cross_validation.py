@@ -157,8 +157,8 @@ def _referable_test(m: dict[str, Any]) -> dict[str, float]:
   """The referable-DR test metrics of one fold's metrics.json (binary or 5-grade run)."""
   test = m['splits']['test']
   prefix = 'referable_' if 'referable_roc_auc' in test else ''
-  return {k: test[prefix + k] for k in ('balanced_accuracy', 'sensitivity', 'specificity',
-                                        'roc_auc')}
+  return {k: test[prefix + k] for k in ('accuracy', 'balanced_accuracy', 'sensitivity',
+                                        'specificity', 'f1', 'roc_auc')}
 
 
 def write(out_dir: str, results: dict[str, Any], run: dict[str, Any], preds: dict) -> None:

@@ -9,6 +9,8 @@ Per seed and mean +- standard deviation (sample, ddof=1) of the test metrics, pl
 ensemble row: probabilities averaged over the seeds, threshold chosen on the averaged
 validation probabilities with the runs' rule, applied to test. Writes
 results/<experiment>/table.md and replaces the block between the README's markers.
+A cross-validated experiment (run_seeds.py --folds) shows per seed the fold ensemble, and
+a row of the single fold models, each at its own fold's threshold, over all seeds.
 Each results/<experiment>/tune_<grid>.csv (a copy of tune.py's results.csv) fills the
 README's tune:<grid> block; grids with `train.seed` among their parameters show mean +- sd
 over the seeds. If results/<experiment>/localisation.json exists (written by
@@ -60,7 +62,7 @@ def build_table(experiment: str, root: str = ROOT) -> str:
                      key=lambda d: int(d.rsplit('_', 1)[1]))
   if not seed_dirs:
     raise SystemExit(f'no results in results/{experiment}/seed_*')
-  rows, values, minutes = [], [], []
+  rows, values, minutes, fold_values = [], [], [], []
   rule = None
   for d in seed_dirs:
     with open(os.path.join(d, 'metrics.json')) as f:
@@ -71,15 +73,24 @@ def build_table(experiment: str, root: str = ROOT) -> str:
     test = m['splits']['test']
     values.append([test[k] for k in KEYS])
     minutes.append(run.get('train_seconds', float('nan')) / 60)
-    rows.append(f'| seed {run["seed"]} | ' + ' | '.join(f'{test[k]:.3f}' for k in KEYS) +
+    cv = m.get('cross_validation')
+    fold_values += [[f['test'][k] for k in KEYS] for f in m.get('folds', [])]
+    label = f'seed {run["seed"]}' + (f', {cv["num_folds"]} folds' if cv else '')
+    rows.append(f'| {label} | ' + ' | '.join(f'{test[k]:.3f}' for k in KEYS) +
                 f' | {minutes[-1]:.1f} |')
   v = np.array(values)
   mean, std = v.mean(axis=0), v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(len(KEYS))
   rows.append(f'| **mean +- sd ({len(v)} seeds)** | ' +
               ' | '.join(f'**{a:.3f} +- {s:.3f}**' for a, s in zip(mean, std)) +
               f' | {np.mean(minutes):.1f} |')
+  if fold_values:
+    f = np.array(fold_values)
+    rows.append(f'| single fold models ({len(f)}, each at its own fold\'s threshold) | ' +
+                ' | '.join(f'{a:.3f} +- {s:.3f}'
+                           for a, s in zip(f.mean(axis=0), f.std(axis=0, ddof=1))) + ' | |')
   ens, threshold = ensemble(seed_dirs, rule)
-  rows.append(f'| ensemble of the {len(v)} seeds (mean P(RDR), threshold {threshold:.2f}) | ' +
+  score = 'mean score' if fold_values else 'mean P(RDR)'
+  rows.append(f'| ensemble of the {len(v)} seeds ({score}, threshold {threshold:.2f}) | ' +
               ' | '.join(f'{ens[k]:.3f}' for k in KEYS) + ' | |')
   head = '| run | ' + ' | '.join(HEADER) + ' | training (min) |\n|---|' + '---|' * (len(KEYS) + 1)
   return head + '\n' + '\n'.join(rows) + '\n'

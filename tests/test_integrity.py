@@ -57,3 +57,28 @@ def test_split_is_stratified_seeded_and_keeps_groups_together():
 def test_bad_fraction():
   with pytest.raises(ValueError, match='val_fraction'):
     integrity.split_train_val([], 1.5, 0)
+
+
+def test_folds_partition_the_training_groups_stratified_and_seeded():
+  groups = [[_rec('train', f'g{g}_{i}', g)] for g in range(5) for i in range(13)]
+  groups.append([_rec('train', 'dupA', 2), _rec('train', 'dupB', 2)])
+  every = [r.name for g in groups for r in g]
+  held_out = []
+  for fold in range(4):
+    train, val = integrity.split_fold(groups, 4, fold, seed=3)
+    assert sorted(r.name for r in train + val) == sorted(every)
+    per_grade = collections.Counter(r.grade for r in val)
+    assert all(per_grade[g] in (3, 4, 5) for g in range(5))
+    names_val = {r.name for r in val}
+    assert ('dupA' in names_val) == ('dupB' in names_val)
+    held_out += [r.name for r in val]
+  assert sorted(held_out) == sorted(every)  # each photograph held out exactly once
+  assert integrity.split_fold(groups, 4, 1, seed=3) == integrity.split_fold(groups, 4, 1, 3)
+  assert integrity.split_fold(groups, 4, 1, seed=4) != integrity.split_fold(groups, 4, 1, 3)
+
+
+@pytest.mark.parametrize('num_folds, fold, message', [(1, 0, 'num_folds'), (5, 5, 'fold'),
+                                                      (5, -1, 'fold')])
+def test_bad_fold(num_folds, fold, message):
+  with pytest.raises(ValueError, match=f'build_tfrecords.{message}'):
+    integrity.split_fold([], num_folds, fold, 0)

@@ -180,3 +180,26 @@ def test_missing_shard_triggers_rebuild(synthetic_dir, tmp_path):
   again = _build(synthetic_dir, out)
   assert not again['reused']
   assert all(os.path.isfile(p) for p in tfrecords.shard_paths(str(out), 'val'))
+
+
+def test_fold_records_hold_out_each_training_photograph_once(synthetic_dir, tmp_path):
+  plain = _build(synthetic_dir, tmp_path / 'plain')
+  assert 'fold' not in plain['params']  # records without folds keep their fingerprint
+  held_out, train_total = [], None
+  for fold in range(3):
+    out = tmp_path / f'fold_{fold}'
+    manifest = _build(synthetic_dir, out, fold=fold, num_folds=3)
+    assert manifest['params']['fold'] == fold and manifest['params']['num_folds'] == 3
+    rows = [line.split(',') for line in (out / 'splits.csv').read_text().splitlines()[1:]]
+    held_out += [r[1] for r in rows if r[0] == 'val']
+    total = sum(1 for r in rows if r[0] in ('train', 'val'))
+    assert train_total in (None, total)
+    train_total = total
+    assert manifest['counts']['test']['total'] == plain['counts']['test']['total']
+  assert len(held_out) == len(set(held_out)) == train_total
+
+
+def test_bad_fold_is_refused_before_anything_is_written(synthetic_dir, tmp_path):
+  with pytest.raises(ValueError, match='build_tfrecords.fold must be in 0..2'):
+    _build(synthetic_dir, tmp_path / 'tfr', fold=3, num_folds=3)
+  assert not (tmp_path / 'tfr').exists()
