@@ -16,20 +16,27 @@ logit (`--normalise=none` pools the raw P(RDR) instead). The combined result:
 - threshold: chosen on the pooled OOF scores with the folds' threshold rule, so on all
   training photographs instead of one validation fold;
 - val: OOF metrics at that threshold (in-sample for the threshold), plus `held_out`: each
-  fold scored at the threshold chosen on the other folds' OOF predictions, pooled; an
-  estimate, on training data only, of how the operating point carries over;
+  fold scored at the threshold chosen on the other folds' OOF scores, pooled, with the
+  fold's own scores standardised by the statistics of the other half of the fold
+  (cross-fitted), as test photographs are by statistics of photographs other than
+  themselves; an estimate, on training data only, of how the operating point carries over.
+  OOF figures still lean optimistic: each fold also chose its model's checkpoint (best
+  validation AUC), so they are scored on photographs that helped select the model;
 - test: the fold models as an ensemble (mean score per photograph) at that threshold;
 - folds: each fold model alone on test at its own fold's threshold (the single-split
   protocol, once per fold).
 DIR gets metrics.json, predictions_val.csv (OOF), predictions_test.csv (ensemble) and
 run.json (seed; train_seconds summed over the folds), the files results/make_table.py reads.
-Files are written under temporary names and renamed at the end, so a failure leaves none.
+The fold runs must be folds 0..K-1 of one partition (same num_folds, split seed and seed,
+read from their operative_config.gin). Files are written under temporary names and
+renamed at the end, metrics.json last, so a failure leaves no new result.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -39,8 +46,13 @@ import numpy as np
 
 from evaluation import metrics as metrics_lib
 from evaluation import predictions as predictions_file
+from input_pipeline import idrid
+from training import run_dir as rd
 
-CLASS_NAMES = ['NRDR', 'RDR']
+CLASS_NAMES = list(idrid.CLASS_NAMES['binary'])
+# The fold parameters as the operative config of a fold run records them.
+_FOLD_PARAM = re.compile(r'^(?:\w+\.)*build_tfrecords\.(fold|num_folds|split_seed)\s*=\s*(\S+)\s*$',
+                         re.M)
 
 NORMALISATIONS = ('logit_z', 'none')
 flags.DEFINE_string('out', None, 'Folder for the combined result.')
@@ -52,8 +64,44 @@ FLAGS = flags.FLAGS
 def _read_json(path: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found; train and evaluate the fold first')
+  try:
+    return rd.read_json(path)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+
+
+def fold_params(fold_dir: str) -> dict[str, str]:
+  """{'fold', 'num_folds', 'split_seed'} of a fold run, from its operative config."""
+  path = os.path.join(fold_dir, rd.OPERATIVE_CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found; is {fold_dir} a trained run?')
   with open(path) as f:
-    return json.load(f)
+    params = dict(_FOLD_PARAM.findall(f.read()))
+  if params.get('fold', 'None') == 'None':
+    raise ValueError(f'{fold_dir} was not trained on a fold (tfrecords.build_tfrecords.fold '
+                     'is not set in its operative_config.gin)')
+  return params
+
+
+def _order_as_partition(fold_dirs: Sequence[str], runs: Sequence[dict[str, Any]]) -> list[int]:
+  """Indices of the fold runs in fold order; raises unless they are folds 0..K-1 of one
+  partition (same num_folds, split seed and seed)."""
+  params = [fold_params(d) for d in fold_dirs]
+  for key, values in (('num_folds', [p.get('num_folds') for p in params]),
+                      ('split_seed', [p.get('split_seed') for p in params]),
+                      ('seed', [str(r.get('seed')) for r in runs])):
+    differing = [i for i, v in enumerate(values) if v != values[0]]
+    if differing:
+      i = differing[0]
+      raise ValueError(f'the fold runs differ in {key}: {fold_dirs[0]} has {values[0]}, '
+                       f'{fold_dirs[i]} has {values[i]}')
+  k = int(params[0]['num_folds'])
+  folds = [int(p['fold']) for p in params]
+  if sorted(folds) != list(range(k)):
+    missing = sorted(set(range(k)) - set(folds))
+    raise ValueError(f'a {k}-fold partition needs folds 0..{k - 1} once each, got folds '
+                     f'{sorted(folds)}' + (f' (missing {missing})' if missing else ''))
+  return sorted(range(len(folds)), key=lambda i: folds[i])
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -78,8 +126,10 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
   """(metrics, run info, {split: (names, labels, score)}) of the fold runs together."""
   if len(fold_dirs) < 2:
     raise ValueError(f'cross-validation needs at least 2 fold runs, got {len(fold_dirs)}')
-  metrics = [_read_json(os.path.join(d, 'metrics.json')) for d in fold_dirs]
-  runs = [_read_json(os.path.join(d, 'run.json')) for d in fold_dirs]
+  runs = [_read_json(os.path.join(d, rd.RUN_INFO)) for d in fold_dirs]
+  order = _order_as_partition(fold_dirs, runs)
+  fold_dirs, runs = [fold_dirs[i] for i in order], [runs[i] for i in order]
+  metrics = [_read_json(os.path.join(d, rd.METRICS)) for d in fold_dirs]
   rules = {m.get('threshold_rule', 'youden') for m in metrics}
   if len(rules) != 1:
     raise ValueError(f'the fold runs used different threshold rules: {sorted(rules)}')
@@ -98,40 +148,31 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
         raise ValueError(f'photograph {name} is held out by both {owner[name]} and {d}: '
                          'the runs are not folds of one partition')
       owner[name] = d
-  test_names = sorted(test[0][0])
-  for d, (names, _, _) in zip(fold_dirs[1:], test[1:]):
-    if sorted(names) != test_names:
-      raise ValueError(f'{d} scored other test photographs than {fold_dirs[0]}')
+  test_names, test_labels, test_probs = predictions_file.average_by_name(test, fold_dirs)
 
   oof_labels = np.concatenate([labels for _, labels, _ in val])
   oof_probs = np.concatenate([probs for _, _, probs in val])
   threshold = metrics_lib.choose_threshold(oof_labels, oof_probs, rule)
   val_metrics = metrics_lib.binary_metrics(oof_labels, oof_probs, threshold)
-  val_metrics['held_out'] = held_out(val, rule)
+  val_metrics['held_out'] = held_out(raw_val, rule, normalise)
   if normalise != 'none':  # for comparison: the same without normalisation
     raw = np.concatenate([probs for _, _, probs in raw_val])
     val_metrics['without_normalisation'] = dict(
         roc_auc=metrics_lib.binary_metrics(oof_labels, raw)['roc_auc'],
-        held_out=held_out(raw_val, rule))
+        held_out=held_out(raw_val, rule, 'none'))
 
-  by_name = [dict(zip(names, probs)) for names, _, probs in test]
-  test_labels = dict(zip(test[0][0], test[0][1]))
-  test_probs = np.mean([[p[n] for n in test_names] for p in by_name], axis=0)
-  test_labels = np.array([test_labels[n] for n in test_names])
   results = dict(
       cross_validation=dict(num_folds=len(fold_dirs), normalise=normalise,
                             fold_dirs=[os.path.abspath(d) for d in fold_dirs]),
       class_names=CLASS_NAMES, threshold=threshold, threshold_rule=rule,
       splits=dict(val=val_metrics,
                   test=metrics_lib.binary_metrics(test_labels, test_probs, threshold)),
-      folds=[dict(run_dir=m['run_dir'], checkpoint_epoch=m.get('checkpoint_epoch'),
+      folds=[dict(run_dir=m.get('run_dir'), checkpoint_epoch=m.get('checkpoint_epoch'),
                   threshold=m.get('threshold'),
-                  val_roc_auc=m['splits']['val'].get('roc_auc',
-                                                     m['splits']['val'].get('referable_roc_auc')),
+                  val_roc_auc=_val_auc(m),
                   test=_referable_test(m))
              for m in metrics])
-  seeds = {r.get('seed') for r in runs}
-  run = dict(seed=seeds.pop() if len(seeds) == 1 else sorted(seeds),
+  run = dict(seed=runs[0].get('seed'),
              train_seconds=float(sum(r.get('train_seconds', float('nan')) for r in runs)),
              folds=[os.path.abspath(d) for d in fold_dirs])
   preds = dict(val=([n for names, _, _ in val for n in names], oof_labels, oof_probs),
@@ -139,48 +180,66 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
   return results, run, preds
 
 
-def held_out(val: Sequence[tuple[Any, np.ndarray, np.ndarray]], rule: str) -> dict[str, Any]:
-  """Metrics of each fold at the threshold chosen on the other folds, pooled."""
+def held_out(raw_val: Sequence[tuple[Any, np.ndarray, np.ndarray]], rule: str,
+             normalise: str) -> dict[str, Any]:
+  """Metrics of each fold at the threshold chosen on the other folds, pooled.
+
+  The other folds' scores are normalised as in the combined result; the fold's own
+  scores are cross-fitted (each half of the fold standardised by the other half), so no
+  photograph is scaled by statistics it contributed to.
+  """
+  scaled = [normaliser(p, normalise)(p) for _, _, p in raw_val]
   labels, decisions = [], []
-  for k, (_, fold_labels, scores) in enumerate(val):
-    others = [v for j, v in enumerate(val) if j != k]
-    t = metrics_lib.choose_threshold(np.concatenate([v[1] for v in others]),
-                                     np.concatenate([v[2] for v in others]), rule)
+  for k, (_, fold_labels, probs) in enumerate(raw_val):
+    others = [j for j in range(len(raw_val)) if j != k]
+    t = metrics_lib.choose_threshold(np.concatenate([raw_val[j][1] for j in others]),
+                                     np.concatenate([scaled[j] for j in others]), rule)
+    order = np.random.default_rng(k).permutation(len(probs))
+    halves = (order[:len(order) // 2], order[len(order) // 2:])
+    own = np.empty(len(probs))
+    for half, rest in (halves, halves[::-1]):
+      own[half] = normaliser(probs[rest], normalise)(probs[half])
     labels.append(fold_labels)
-    decisions.append((scores >= t).astype(float))
+    decisions.append((own >= t).astype(float))
   m = metrics_lib.binary_metrics(np.concatenate(labels), np.concatenate(decisions), 0.5)
   del m['roc_auc'], m['threshold']  # scored on decisions at per-fold thresholds
   return m
 
 
+def _val_auc(m: dict[str, Any]) -> float | None:
+  val = m.get('splits', {}).get('val', {})
+  return val.get('roc_auc', val.get('referable_roc_auc'))
+
+
 def _referable_test(m: dict[str, Any]) -> dict[str, float]:
   """The referable-DR test metrics of one fold's metrics.json (binary or 5-grade run)."""
-  test = m['splits']['test']
+  test = m.get('splits', {}).get('test')
+  if not test:
+    raise ValueError(f'{m.get("run_dir")}: metrics.json has no test split; run evaluate.py')
   prefix = 'referable_' if 'referable_roc_auc' in test else ''
   return {k: test[prefix + k] for k in ('accuracy', 'balanced_accuracy', 'sensitivity',
                                         'specificity', 'f1', 'roc_auc')}
 
 
 def write(out_dir: str, results: dict[str, Any], run: dict[str, Any], preds: dict) -> None:
-  """Writes metrics.json, run.json and the predictions files; all or none of them."""
+  """Writes the predictions files, run.json and metrics.json (last); all or none."""
   os.makedirs(out_dir, exist_ok=True)
-  finals = []
+  finals = [predictions_file.path(out_dir, split) for split in preds]
+  finals += [os.path.join(out_dir, rd.RUN_INFO), os.path.join(out_dir, rd.METRICS)]
   try:
-    for split, (names, labels, probs) in preds.items():
-      final = predictions_file.path(out_dir, split)
+    for final, (names, labels, probs) in zip(finals, preds.values()):
       predictions_file.write(final + '.tmp', names, labels,
                              np.stack([1 - probs, probs], axis=1), CLASS_NAMES)
-      finals.append(final)
-    for name, content in (('run.json', run), ('metrics.json', results)):
-      final = os.path.join(out_dir, name)
+    for final, content in zip(finals[-2:], (run, results)):
       with open(final + '.tmp', 'w') as f:
         json.dump(content, f, indent=2)
-      finals.append(final)
   except BaseException:
     for final in finals:
       if os.path.exists(final + '.tmp'):
         os.remove(final + '.tmp')
     raise
+  if os.path.exists(finals[-1]):
+    os.remove(finals[-1])  # no old metrics.json beside new predictions, even briefly
   for final in finals:
     os.replace(final + '.tmp', final)
 
@@ -203,7 +262,7 @@ def summary(results: dict[str, Any]) -> str:
   if raw:
     lines.insert(2, f'  without normalisation: AUC {raw["roc_auc"]:.3f}, balanced accuracy at '
                     f'the threshold of the other folds {raw["held_out"]["balanced_accuracy"]:.3f}')
-  for k, f in enumerate(folds):
+  for k, f in enumerate(folds):  # in fold order
     lines.append(f'  fold {k}: val AUC {f["val_roc_auc"]:.3f}, own threshold '
                  f'{f["threshold"]:.3f}; test balanced accuracy '
                  f'{f["test"]["balanced_accuracy"]:.3f}, AUC {f["test"]["roc_auc"]:.3f}')
@@ -219,7 +278,7 @@ def main(argv):
     results, run, preds = combine(fold_dirs, FLAGS.normalise)
     write(FLAGS.out, results, run, preds)
   except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     sys.exit(1)
   print(summary(results))
   print(f'wrote {os.path.join(FLAGS.out, "metrics.json")}')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -53,3 +54,27 @@ def read_referable(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.
             *metrics.referable(grade_probs, [int(r['label']) for r in rows]))
   raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run) or the '
                    'five grade columns (a 5-grade run)')
+
+
+def average_by_name(runs: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]],
+                    sources: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """(names in sorted order, labels, mean P(RDR)) of runs that scored the same photographs.
+
+  Args:
+    runs: (names, labels, P(RDR)) per run, as `read_referable` returns them, in any order.
+    sources: A name per run (its folder), for the error messages.
+
+  Raises:
+    ValueError: A run scored other photographs than the first, or labels one differently.
+  """
+  tables = [dict(zip(names, zip(labels, probs))) for names, labels, probs in runs]
+  names = sorted(tables[0])
+  for table, source in zip(tables[1:], sources[1:]):
+    if sorted(table) != names:
+      raise ValueError(f'{source} scored other photographs than {sources[0]}')
+    wrong = [n for n in names if int(table[n][0]) != int(tables[0][n][0])]
+    if wrong:
+      raise ValueError(f'{source} labels {wrong[0]} differently from {sources[0]}')
+  labels = np.array([int(tables[0][n][0]) for n in names])
+  probs = np.mean([[t[n][1] for n in names] for t in tables], axis=0)
+  return names, labels, probs

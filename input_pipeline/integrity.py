@@ -90,6 +90,14 @@ def deduplicate(records: Sequence[Record], hashes: dict[str, str],
   return groups, sorted(test, key=lambda r: r.name), dropped
 
 
+def _by_grade(groups: Sequence[Sequence[Record]]) -> dict[int, list[Sequence[Record]]]:
+  """Groups by the grade of their first member (the stratum of both splits)."""
+  by_grade = collections.defaultdict(list)
+  for group in groups:
+    by_grade[group[0].grade].append(group)
+  return by_grade
+
+
 def split_train_val(groups: Sequence[Sequence[Record]], val_fraction: float,
                     seed: int) -> tuple[list[Record], list[Record]]:
   """Stratified, seeded split of training groups into train and validation.
@@ -104,9 +112,7 @@ def split_train_val(groups: Sequence[Sequence[Record]], val_fraction: float,
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
   rng = np.random.default_rng(seed)
-  by_grade = collections.defaultdict(list)
-  for group in groups:
-    by_grade[group[0].grade].append(group)
+  by_grade = _by_grade(groups)
   train, val = [], []
   for grade in sorted(by_grade):
     members = by_grade[grade]
@@ -142,9 +148,7 @@ def split_fold(groups: Sequence[Sequence[Record]], num_folds: int, fold: int,
   """
   check_fold(num_folds, fold)
   rng = np.random.default_rng(seed)
-  by_grade = collections.defaultdict(list)
-  for group in groups:
-    by_grade[group[0].grade].append(group)
+  by_grade = _by_grade(groups)
   dealt = [by_grade[g][i] for g in sorted(by_grade) for i in rng.permutation(len(by_grade[g]))]
   train, held_out = [], []
   for rank, group in enumerate(dealt):

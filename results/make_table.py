@@ -39,19 +39,11 @@ KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'ro
 HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
 
 
-def _read_predictions(run_dir, split):
-  names, labels, probs = predictions_file.read_referable(run_dir, split)
-  return dict(zip(names, probs)), dict(zip(names, labels))
-
-
 def ensemble(seed_dirs, rule):
   """Averaged-probability ensemble: (metrics on test, threshold)."""
-  averaged = {}
-  for split in ('val', 'test'):
-    probs = [_read_predictions(d, split) for d in seed_dirs]
-    names = sorted(probs[0][1])
-    p = np.mean([[pr[n] for n in names] for pr, _ in probs], axis=0)
-    averaged[split] = (np.array([probs[0][1][n] for n in names]), p)
+  averaged = {split: predictions_file.average_by_name(
+      [predictions_file.read_referable(d, split) for d in seed_dirs], seed_dirs)[1:]
+              for split in ('val', 'test')}
   threshold = metrics_lib.choose_threshold(*averaged['val'], rule=rule)
   return metrics_lib.binary_metrics(*averaged['test'], threshold), threshold
 
@@ -60,6 +52,10 @@ def build_table(experiment: str, root: str = ROOT) -> str:
   """The markdown table of results/<experiment>/seed_*/ under `root`."""
   seed_dirs = sorted(glob.glob(os.path.join(root, 'results', experiment, 'seed_*')),
                      key=lambda d: int(d.rsplit('_', 1)[1]))
+  unfinished = [d for d in seed_dirs if not os.path.isfile(os.path.join(d, 'metrics.json'))]
+  for d in unfinished:  # e.g. the folds of a cross-validated seed still running
+    print(f'{os.path.relpath(d, root)}: no metrics.json yet, left out', file=sys.stderr)
+  seed_dirs = [d for d in seed_dirs if d not in unfinished]
   if not seed_dirs:
     raise SystemExit(f'no results in results/{experiment}/seed_*')
   rows, values, minutes, fold_values = [], [], [], []
@@ -176,9 +172,9 @@ def tune_tables(experiment: str, root: str = ROOT) -> list[tuple[str, str]]:
 
 
 def experiments(root: str = ROOT) -> list[str]:
-  """Names of the folders of results/ that hold seed_* results."""
-  return sorted(os.path.basename(os.path.dirname(d))
-                for d in glob.glob(os.path.join(root, 'results', '*', 'seed_0')))
+  """Names of the folders of results/ that hold finished seed_* results."""
+  return sorted({os.path.basename(os.path.dirname(os.path.dirname(m)))
+                 for m in glob.glob(os.path.join(root, 'results', '*', 'seed_*', 'metrics.json'))})
 
 
 def update_readme(readme: str, experiment: str) -> str:
