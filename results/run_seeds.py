@@ -34,6 +34,8 @@ flags.DEFINE_string('data_dir', None, 'IDRiD folder.')
 flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds.')
 flags.DEFINE_string('name', 'idrid_binary', 'Experiment name (folder under results/).')
 flags.DEFINE_string('runs_dir', os.path.join(ROOT, 'runs'), 'Where the runs go.')
+flags.DEFINE_string('results_dir', os.path.join(ROOT, 'results'),
+                    'Where the kept results go (results/make_table.py reads the default).')
 flags.DEFINE_integer('folds', 0, 'K-fold cross-validation per seed with this many folds; '
                      '0 = one validation split.')
 FLAGS = flags.FLAGS
@@ -61,7 +63,7 @@ def main(argv):
     raise app.UsageError(f'--folds must be 0 (no cross-validation) or at least 2, '
                          f'got {FLAGS.folds}')
   for seed in FLAGS.seeds:
-    out = os.path.join(ROOT, 'results', FLAGS.name, f'seed_{seed}')
+    out = os.path.join(FLAGS.results_dir, FLAGS.name, f'seed_{seed}')
     if os.path.isfile(os.path.join(out, 'metrics.json')):
       print(f'seed {seed}: already in {out}')
       continue

@@ -324,3 +324,27 @@ def test_tta_averages_the_eight_views(synthetic_records):
   np.testing.assert_allclose(eight.sum(axis=1), 1.0, atol=1e-5)
   with pytest.raises(ValueError, match='evaluate.tta'):
     evaluator.predict(model, str(synthetic_records), 'test', tta=9)
+
+
+def test_cross_validated_seed_from_run_seeds(tmp_path, env):
+  results = tmp_path / 'results'
+  args = ['results/run_seeds.py', f'--gin_file={DEBUG}', '--seeds=0', '--folds=2', '--name=cv',
+          f'--runs_dir={tmp_path / "runs"}', f'--results_dir={results}']
+  proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  seed = results / 'cv' / 'seed_0'
+  m = json.loads((seed / 'metrics.json').read_text())
+  assert m['cross_validation']['num_folds'] == 2 and len(m['folds']) == 2
+  # Every training photograph of the records is scored once, by the fold that held it out.
+  held_out = [predictions.read_referable(str(seed / f'fold_{k}'), 'val')[0] for k in (0, 1)]
+  oof = predictions.read_referable(str(seed), 'val')[0]
+  assert sorted(oof) == sorted(held_out[0] + held_out[1]) and not set(held_out[0]) & set(held_out[1])
+  assert m['splits']['val']['n'] == len(oof) and m['splits']['test']['n'] == 8
+  assert 'out-of-fold' in proc.stdout
+  again = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+  assert again.returncode == 0 and 'seed 0: already in' in again.stdout
+  bad = subprocess.run([sys.executable, *args[:-3], '--folds=1'], cwd=REPO_ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and '--folds must be 0' in bad.stderr
