@@ -134,11 +134,10 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
   if len(rules) != 1:
     raise ValueError(f'the fold runs used different threshold rules: {sorted(rules)}')
   rule = rules.pop()
-  val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
+  raw_val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
   test = [predictions_file.read_referable(d, 'test') for d in fold_dirs]
-  raw_val = val
-  scales = [normaliser(probs, normalise) for _, _, probs in val]
-  val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, val)]
+  scales = [normaliser(probs, normalise) for _, _, probs in raw_val]
+  val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, raw_val)]
   test = [(n, l, f(p)) for f, (n, l, p) in zip(scales, test)]
 
   owner: dict[str, str] = {}
@@ -154,12 +153,12 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
   oof_probs = np.concatenate([probs for _, _, probs in val])
   threshold = metrics_lib.choose_threshold(oof_labels, oof_probs, rule)
   val_metrics = metrics_lib.binary_metrics(oof_labels, oof_probs, threshold)
-  val_metrics['held_out'] = held_out(raw_val, rule, normalise)
+  val_metrics['held_out'] = held_out(raw_val, [p for _, _, p in val], rule, normalise)
   if normalise != 'none':  # for comparison: the same without normalisation
-    raw = np.concatenate([probs for _, _, probs in raw_val])
+    raw = [probs for _, _, probs in raw_val]
     val_metrics['without_normalisation'] = dict(
-        roc_auc=metrics_lib.binary_metrics(oof_labels, raw)['roc_auc'],
-        held_out=held_out(raw_val, rule, 'none'))
+        roc_auc=metrics_lib.binary_metrics(oof_labels, np.concatenate(raw))['roc_auc'],
+        held_out=held_out(raw_val, raw, rule, 'none'))
 
   results = dict(
       cross_validation=dict(num_folds=len(fold_dirs), normalise=normalise,
@@ -180,15 +179,14 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
   return results, run, preds
 
 
-def held_out(raw_val: Sequence[tuple[Any, np.ndarray, np.ndarray]], rule: str,
-             normalise: str) -> dict[str, Any]:
+def held_out(raw_val: Sequence[tuple[Any, np.ndarray, np.ndarray]],
+             scaled: Sequence[np.ndarray], rule: str, normalise: str) -> dict[str, Any]:
   """Metrics of each fold at the threshold chosen on the other folds, pooled.
 
-  The other folds' scores are normalised as in the combined result; the fold's own
-  scores are cross-fitted (each half of the fold standardised by the other half), so no
-  photograph is scaled by statistics it contributed to.
+  The threshold is chosen on the other folds' `scaled` scores (as in the combined
+  result); the fold's own raw scores are cross-fitted (each half of the fold standardised
+  by the other half), so no photograph is scaled by statistics it contributed to.
   """
-  scaled = [normaliser(p, normalise)(p) for _, _, p in raw_val]
   labels, decisions = [], []
   for k, (_, fold_labels, probs) in enumerate(raw_val):
     others = [j for j in range(len(raw_val)) if j != k]
