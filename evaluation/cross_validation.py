@@ -27,6 +27,9 @@ logit (`--normalise=none` pools the raw P(RDR) instead). The combined result:
   protocol, once per fold).
 DIR gets metrics.json, predictions_val.csv (OOF), predictions_test.csv (ensemble) and
 run.json (seed; train_seconds summed over the folds), the files results/make_table.py reads.
+`--oof_only` reads and prints the out-of-fold figures alone and writes nothing: a change
+(test-time augmentation, another normalisation) can be judged on training photographs
+before any test score of it is computed.
 The fold runs must be folds 0..K-1 of one partition (same num_folds, split seed and seed,
 read from their operative_config.gin). Files are written under temporary names and
 renamed at the end, metrics.json last, so a failure leaves no new result.
@@ -56,6 +59,8 @@ _FOLD_PARAM = re.compile(r'^(?:\w+\.)*build_tfrecords\.(fold|num_folds|split_see
 
 NORMALISATIONS = ('logit_z', 'none')
 flags.DEFINE_string('out', None, 'Folder for the combined result.')
+flags.DEFINE_bool('oof_only', False, 'Print the out-of-fold figures only; read no test '
+                  'predictions and write nothing.')
 flags.DEFINE_enum('normalise', 'logit_z', NORMALISATIONS,
                   "Scale of each fold model's scores before pooling (module docstring).")
 FLAGS = flags.FLAGS
@@ -121,9 +126,12 @@ def normaliser(held_out_probs: np.ndarray, how: str):
   return lambda p: 1 / (1 + np.exp(-(_logit(np.asarray(p, dtype=float)) - mean) / sd))
 
 
-def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
+def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool = False
             ) -> tuple[dict[str, Any], dict[str, Any], dict]:
-  """(metrics, run info, {split: (names, labels, score)}) of the fold runs together."""
+  """(metrics, run info, {split: (names, labels, score)}) of the fold runs together.
+
+  With `oof_only`, test predictions are not read and the result has no test split.
+  """
   if len(fold_dirs) < 2:
     raise ValueError(f'cross-validation needs at least 2 fold runs, got {len(fold_dirs)}')
   runs = [_read_json(os.path.join(d, rd.RUN_INFO)) for d in fold_dirs]
@@ -135,10 +143,8 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
     raise ValueError(f'the fold runs used different threshold rules: {sorted(rules)}')
   rule = rules.pop()
   raw_val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
-  test = [predictions_file.read_referable(d, 'test') for d in fold_dirs]
   scales = [normaliser(probs, normalise) for _, _, probs in raw_val]
   val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, raw_val)]
-  test = [(n, l, f(p)) for f, (n, l, p) in zip(scales, test)]
 
   owner: dict[str, str] = {}
   for d, (names, _, _) in zip(fold_dirs, val):
@@ -147,7 +153,6 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
         raise ValueError(f'photograph {name} is held out by both {owner[name]} and {d}: '
                          'the runs are not folds of one partition')
       owner[name] = d
-  test_names, test_labels, test_probs = predictions_file.average_by_name(test, fold_dirs)
 
   oof_labels = np.concatenate([labels for _, labels, _ in val])
   oof_probs = np.concatenate([probs for _, _, probs in val])
@@ -164,18 +169,24 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z'
       cross_validation=dict(num_folds=len(fold_dirs), normalise=normalise,
                             fold_dirs=[os.path.abspath(d) for d in fold_dirs]),
       class_names=CLASS_NAMES, threshold=threshold, threshold_rule=rule,
-      splits=dict(val=val_metrics,
-                  test=metrics_lib.binary_metrics(test_labels, test_probs, threshold)),
+      splits=dict(val=val_metrics),
       folds=[dict(run_dir=m.get('run_dir'), checkpoint_epoch=m.get('checkpoint_epoch'),
-                  threshold=m.get('threshold'),
-                  val_roc_auc=_val_auc(m),
-                  test=_referable_test(m))
+                  threshold=m.get('threshold'), val_roc_auc=_val_auc(m))
              for m in metrics])
   run = dict(seed=runs[0].get('seed'),
              train_seconds=float(sum(r.get('train_seconds', float('nan')) for r in runs)),
              folds=[os.path.abspath(d) for d in fold_dirs])
-  preds = dict(val=([n for names, _, _ in val for n in names], oof_labels, oof_probs),
-               test=(test_names, test_labels, test_probs))
+  preds = dict(val=([n for names, _, _ in val for n in names], oof_labels, oof_probs))
+  if oof_only:
+    return results, run, preds
+
+  test = [predictions_file.read_referable(d, 'test') for d in fold_dirs]
+  test = [(n, l, f(p)) for f, (n, l, p) in zip(scales, test)]
+  test_names, test_labels, test_probs = predictions_file.average_by_name(test, fold_dirs)
+  results['splits']['test'] = metrics_lib.binary_metrics(test_labels, test_probs, threshold)
+  for fold, m in zip(results['folds'], metrics):
+    fold['test'] = _referable_test(m)
+  preds['test'] = (test_names, test_labels, test_probs)
   return results, run, preds
 
 
@@ -244,7 +255,7 @@ def write(out_dir: str, results: dict[str, Any], run: dict[str, Any], preds: dic
 
 def summary(results: dict[str, Any]) -> str:
   """A few lines for the log."""
-  val, test = results['splits']['val'], results['splits']['test']
+  val, test = results['splits']['val'], results['splits'].get('test')
   folds = results['folds']
   cv = results['cross_validation']
   lines = [f'{len(folds)} folds, scores normalised: {cv["normalise"]}; threshold '
@@ -252,34 +263,41 @@ def summary(results: dict[str, Any]) -> str:
            'out-of-fold photographs)',
            f'out-of-fold: AUC {val["roc_auc"]:.3f}, balanced accuracy '
            f'{val["balanced_accuracy"]:.3f} (threshold of the other folds: '
-           f'{val["held_out"]["balanced_accuracy"]:.3f})',
-           f'test, fold ensemble: balanced accuracy {test["balanced_accuracy"]:.3f}, '
-           f'sensitivity {test["sensitivity"]:.3f}, specificity {test["specificity"]:.3f}, '
-           f'AUC {test["roc_auc"]:.3f}']
+           f'{val["held_out"]["balanced_accuracy"]:.3f})']
+  if test:
+    lines.append(f'test, fold ensemble: balanced accuracy {test["balanced_accuracy"]:.3f}, '
+                 f'sensitivity {test["sensitivity"]:.3f}, specificity '
+                 f'{test["specificity"]:.3f}, AUC {test["roc_auc"]:.3f}')
   raw = val.get('without_normalisation')
   if raw:
     lines.insert(2, f'  without normalisation: AUC {raw["roc_auc"]:.3f}, balanced accuracy at '
                     f'the threshold of the other folds {raw["held_out"]["balanced_accuracy"]:.3f}')
   for k, f in enumerate(folds):  # in fold order
-    lines.append(f'  fold {k}: val AUC {f["val_roc_auc"]:.3f}, own threshold '
-                 f'{f["threshold"]:.3f}; test balanced accuracy '
-                 f'{f["test"]["balanced_accuracy"]:.3f}, AUC {f["test"]["roc_auc"]:.3f}')
+    line = f'  fold {k}: val AUC {f["val_roc_auc"]:.3f}, own threshold {f["threshold"]:.3f}'
+    if 'test' in f:
+      line += (f'; test balanced accuracy {f["test"]["balanced_accuracy"]:.3f}, '
+               f'AUC {f["test"]["roc_auc"]:.3f}')
+    lines.append(line)
   return '\n'.join(lines)
 
 
 def main(argv):
   fold_dirs = argv[1:]
-  if not FLAGS.out or not fold_dirs:
+  if not fold_dirs or not (FLAGS.out or FLAGS.oof_only):
     raise app.UsageError('usage: python -m evaluation.cross_validation --out=DIR '
-                         'FOLD_RUN_DIR...')
+                         '[--oof_only] FOLD_RUN_DIR...')
+  if FLAGS.out and FLAGS.oof_only:
+    raise app.UsageError('--oof_only writes nothing; leave out --out')
   try:
-    results, run, preds = combine(fold_dirs, FLAGS.normalise)
-    write(FLAGS.out, results, run, preds)
+    results, run, preds = combine(fold_dirs, FLAGS.normalise, FLAGS.oof_only)
+    if not FLAGS.oof_only:
+      write(FLAGS.out, results, run, preds)
   except (OSError, ValueError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     sys.exit(1)
   print(summary(results))
-  print(f'wrote {os.path.join(FLAGS.out, "metrics.json")}')
+  if not FLAGS.oof_only:
+    print(f'wrote {os.path.join(FLAGS.out, "metrics.json")}')
 
 
 if __name__ == '__main__':

@@ -144,6 +144,24 @@ def test_command_line_errors_are_one_line_and_write_nothing(tmp_path):
     assert not out.exists() or not os.listdir(out)
 
 
+def test_oof_only_judges_folds_without_test_predictions_and_writes_nothing(tmp_path):
+  """A change is judged on out-of-fold figures before any test score of it exists."""
+  dirs = _three_folds(tmp_path)
+  full, _, _ = cross_validation.combine(dirs)
+  for d in dirs:  # e.g. folds re-evaluated on validation only
+    os.remove(os.path.join(d, 'predictions_test.csv'))
+  with pytest.raises(FileNotFoundError, match='no test predictions'):
+    cross_validation.combine(dirs)
+  oof, _, preds = cross_validation.combine(dirs, oof_only=True)
+  assert oof['splits']['val'] == full['splits']['val'] and 'test' not in oof['splits']
+  assert oof['threshold'] == full['threshold'] and list(preds) == ['val']
+  proc = subprocess.run([sys.executable, '-m', 'evaluation.cross_validation', '--oof_only',
+                         *dirs], cwd=REPO_ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert 'out-of-fold: AUC 1.000' in proc.stdout and 'test' not in proc.stdout
+  assert sorted(os.listdir(tmp_path)) == ['fold_0', 'fold_1', 'fold_2']
+
+
 def test_a_failed_write_leaves_no_result(tmp_path):
   results, run, preds = cross_validation.combine(_three_folds(tmp_path))
   run['unserialisable'] = object()
