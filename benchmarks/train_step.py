@@ -86,13 +86,14 @@ class _BatchEnds(keras.callbacks.Callback):
 
 
 def time_steps(size: int, batch: int, jit: bool, steps: int, policy: str = 'float32',
-               repeats: int = 3) -> list[float]:
-  """Training images/s of `fit` on in-memory tensors, once per repeat.
+               repeats: int = 3) -> tuple[list[float], list[float]]:
+  """Training images/s of `fit` on in-memory tensors, and the seconds each `fit` call
+  spends outside its steps, once per repeat.
 
   Each repeat is one `fit` of steps + 1 steps, timed from the end of its first step to
-  the end of its last: the steady rate of the step. The start of a `fit` call (about
-  0.6 s here, most of it setting up the iterator over the 25 MB batch) is left out, as it
-  is paid once per training run, not once per step.
+  the end of its last: the steady rate of the step. The rest of the `fit` call (its whole
+  time less steps + 1 steady steps: setting up and closing the epoch) is left out of the
+  rate, as it is paid once per epoch, not once per step, and returned on its own.
   """
   model = _compiled_model(size, jit, policy)
   rng = np.random.default_rng(0)
@@ -100,12 +101,16 @@ def time_steps(size: int, batch: int, jit: bool, steps: int, policy: str = 'floa
   y = rng.integers(0, 2, batch).astype(np.int32)
   ds = tf.data.Dataset.from_tensors((x, y)).repeat()
   model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up and compilation
-  rates = []
+  rates, rests = [], []
   for _ in range(repeats):
     ends = _BatchEnds()
+    called = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[ends])
-    rates.append(steps * batch / (ends.ends[-1] - ends.ends[0]))
-  return rates
+    total = time.perf_counter() - called
+    step = (ends.ends[-1] - ends.ends[0]) / steps
+    rates.append(batch / step)
+    rests.append(total - (steps + 1) * step)
+  return rates, rests
 
 
 _Timing = tuple[float, float]  # (wall, CPU) seconds per epoch
@@ -198,13 +203,15 @@ def main(argv):
   print(f'dense 2048x2048 matmul: {peak:.0f} GFLOP/s on {os.cpu_count()} cores')
   for setting in FLAGS.settings:
     mode, batch = setting.split(':')
-    rates = time_steps(size, int(batch), mode == 'xla', FLAGS.steps,
-                       'mixed_bfloat16' if mode == 'bf16' else 'float32', FLAGS.repeats)
+    rates, rests = time_steps(size, int(batch), mode == 'xla', FLAGS.steps,
+                               'mixed_bfloat16' if mode == 'bf16' else 'float32',
+                               FLAGS.repeats)
     rate = float(np.median(rates))
     used = rate * per_image / 1e9
     print(f'  train step {mode:<7} batch {batch:>3}: {rate:6.1f} images/s '
           f'(median of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}), '
-          f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate')
+          f'{used:5.1f} GFLOP/s = {100 * used / peak:4.1f}% of the matmul rate; '
+          f'fit call outside its steps {np.median(rests):.2f} s (not in the rate)')
   if FLAGS.records_dir:
     for mode in FLAGS.epoch_modes:
       piped, memory, images = time_epoch(FLAGS.records_dir, FLAGS.epoch_batch,

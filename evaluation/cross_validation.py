@@ -1,6 +1,7 @@
 """Combines the fold runs of a k-fold cross-validation into one result.
 
     python -m evaluation.cross_validation --out=DIR FOLD_RUN_DIR...
+    python -m evaluation.cross_validation --oof_only FOLD_RUN_DIR...
 
 Each fold run was trained with `tfrecords.build_tfrecords.fold` set and evaluated by
 evaluate.py, so its validation predictions are its held-out fold. Together the folds give

@@ -13,7 +13,7 @@ byte-identical. It changes nothing: the splits stay those of `integrity.py`.
 The vessel pattern of a photograph: the green channel resized to 200 px wide, minus its
 Gaussian blur (sigma 4 px), inside the eroded retina, central part; two photographs are
 compared by the Pearson correlation of their patterns. Brightness and contrast changes
-leave it unchanged; a different eye, or the same eye photographed again from another
+barely change it; a different eye, or the same eye photographed again from another
 angle, correlates far less (on IDRiD, every pair that is not the same picture scores
 below 0.5).
 """
@@ -83,19 +83,18 @@ def main(argv):
   del argv
   if not FLAGS.data_dir:
     raise app.UsageError('--data_dir is required')
+  if not -1 <= FLAGS.threshold <= 1:
+    raise app.UsageError(f'--threshold is a correlation, -1 to 1; got {FLAGS.threshold}')
   try:
     records, _ = idrid.load_records(FLAGS.data_dir)
     pairs = similar_pairs([r.path for r in records], FLAGS.threshold)
+    hashes = {r.path: integrity.file_hash(r.path)
+              for _, i, j in pairs for r in (records[i], records[j])}
   except (OSError, ValueError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     sys.exit(1)
-  hashes = {}
-  for _, i, j in pairs:
-    for r in (records[i], records[j]):
-      if r.path not in hashes:
-        hashes[r.path] = integrity.file_hash(r.path)
-  print(f'{len(records)} photographs, {len(pairs)} pairs with vessel-pattern correlation '
-        f'>= {FLAGS.threshold}:')
+  print(f'{len(records)} photographs; pairs with vessel-pattern correlation >= '
+        f'{FLAGS.threshold}: {len(pairs)}')
   for corr, i, j in pairs:
     a, b = records[i], records[j]
     same = 'byte-identical' if hashes[a.path] == hashes[b.path] else 'different files'

@@ -158,7 +158,8 @@ def test_oof_only_judges_folds_without_test_predictions_and_writes_nothing(tmp_p
   proc = subprocess.run([sys.executable, '-m', 'evaluation.cross_validation', '--oof_only',
                          *dirs], cwd=REPO_ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  assert 'out-of-fold: AUC 1.000' in proc.stdout and 'test' not in proc.stdout
+  assert 'out-of-fold: AUC 1.000' in proc.stdout and 'test balanced' not in proc.stdout
+  assert 'fold ensemble' not in proc.stdout
   assert sorted(os.listdir(tmp_path)) == ['fold_0', 'fold_1', 'fold_2']
 
 

@@ -37,7 +37,9 @@ def test_a_darker_recompressed_copy_is_found_and_nothing_else(copy_with_twin):
   pairs = [l for l in proc.stdout.splitlines() if l.startswith('  ')]
   assert len(pairs) == 1, proc.stdout
   assert 'train IDRiD_005' in pairs[0] and 'train IDRiD_020' in pairs[0]
-  assert 'different files' in pairs[0] and '48 photographs, 1 pairs' in proc.stdout
+  assert 'different files' in pairs[0]
+  assert proc.stdout.startswith('48 photographs; pairs with vessel-pattern correlation '
+                                '>= 0.8: 1\n')
 
 
 def test_a_byte_identical_copy_scores_one(synthetic_dir, tmp_path):
@@ -57,6 +59,8 @@ def test_bad_input_is_a_one_line_error_naming_it(copy_with_twin, tmp_path):
   proc = _run(copy_with_twin)
   assert proc.returncode == 1 and proc.stderr.strip().count('\n') == 0
   assert 'IDRiD_007.jpg' in proc.stderr and 'cannot be decoded' in proc.stderr
+  proc = _run(copy_with_twin, '--threshold=1.5')
+  assert proc.returncode != 0 and '--threshold' in proc.stderr
 
 
 def test_real_idrid_has_one_copy_that_is_not_byte_identical(idrid_800):
