@@ -1,5 +1,6 @@
 """tf.data pipelines: oversampling, augmentation only on train, one pass over val/test."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -97,6 +98,20 @@ def test_augment_image_transforms():
                                                        contrast=0))
   assert rotated.shape == image.shape and rotated.sum() > 0
   assert not np.array_equal(rotated, image)
+
+
+def test_geometric_augmentation_is_one_bilinear_warp_of_the_rgb_image():
+  # The four-channel warp is a speed-up only: every pixel must equal a plain 3-channel
+  # bilinear warp with the same random matrix, so results do not depend on it.
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+  geometry = augment.Augmentation(brightness=0, contrast=0)
+  for i in range(20):
+    seed = np.array([4, i])
+    matrix = augment.affine_matrix(np.random.default_rng(seed.tolist()), 96, geometry)
+    expected = cv2.warpAffine(image, matrix, (96, 96), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    np.testing.assert_array_equal(augment.augment_image(image, seed, geometry), expected)
 
 
 def test_brightness_keeps_surround_black():
