@@ -131,23 +131,25 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
                                               stop_on_empty_dataset=False)
     if augment:
       aug = augmentation or augment_lib.Augmentation()
-      # Each photograph's augmentation seed is (seed, its position in the stream); the
-      # augmentation itself runs on whole batches below.
-      seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.cast(seed, tf.int64), i]))
-      ds = tf.data.Dataset.zip(ds, seeds).map(lambda ex, s: dict(ex, seed=s))
   elif split not in ('val', 'test'):
     raise ValueError(f'unknown split {split!r}; use train, val or test')
 
-  def finish(ex):
+  def finish(index, ex):
     image = ex['image']
     if aug is not None:
-      image = augment_lib.tf_augment_batch(image, ex['seed'], aug)
+      # Each photograph's augmentation seed is (seed, its position in the stream). The
+      # training stream is infinite, so every batch is full and batch `index` holds
+      # positions index * batch_size onwards, whatever the batch size.
+      first = index * batch_size
+      positions = tf.range(first, first + tf.shape(image, out_type=tf.int64)[0])
+      seeds = tf.stack([tf.fill(tf.shape(positions), tf.cast(seed, tf.int64)), positions], 1)
+      image = augment_lib.tf_augment_batch(image, seeds, aug)
     image = to_float(image)
     if with_info:
       return image, ex['label'], dict(grade=ex['grade'], name=ex['name'])
     return image, ex['label']
 
-  ds = ds.batch(batch_size, drop_remainder=False)
+  ds = ds.batch(batch_size, drop_remainder=False).enumerate()
   ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
