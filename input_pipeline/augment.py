@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
+import threading
 
 import cv2
 import gin
@@ -104,14 +107,49 @@ def augment_batch(images: np.ndarray, seeds: np.ndarray, aug: Augmentation) -> n
   return out
 
 
+# Niceness of the tf.data threads that augment (Linux): the lowest priority.
+BACKGROUND_NICENESS = 19
+_LOWERED: set[int] = set()  # native ids of the threads already lowered
+
+
+def lower_thread_priority() -> bool:
+  """Gives the calling thread the lowest CPU priority, once; not the main thread.
+
+  On a machine with few cores the training step's kernels split their work evenly over
+  all cores, so an augmentation thread that takes a core from them stalls the whole step.
+  At the lowest priority it runs when a core is idle instead; with idle cores to spare it
+  runs as before. Images do not change (each is a pure function of its seed). Returns
+  whether the priority was changed.
+  """
+  if threading.current_thread() is threading.main_thread():
+    return False  # eager calls from user code: leave the caller's priority alone
+  tid = threading.get_native_id()
+  if tid in _LOWERED:
+    return False
+  _LOWERED.add(tid)
+  try:
+    os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICENESS)  # per thread on Linux
+  except (AttributeError, OSError):  # no per-thread priorities on this platform
+    return False
+  return True
+
+
+def _augment_in_pipeline(images: np.ndarray, seeds: np.ndarray,
+                         aug: Augmentation) -> np.ndarray:
+  if sys.platform.startswith('linux'):
+    lower_thread_priority()
+  return augment_batch(images, seeds, aug)
+
+
 def tf_augment_batch(images: tf.Tensor, seeds: tf.Tensor, aug: Augmentation) -> tf.Tensor:
   """`augment_batch` as a TensorFlow op on a uint8 batch (batch, size, size, 3).
 
   One Python call per batch rather than per image: the call's fixed cost (the GIL, copying
   tensors to NumPy and back) is paid once for the batch, and each image still gets the
-  augmentation its own seed gives it, so batching does not change the images.
+  augmentation its own seed gives it, so batching does not change the images. The tf.data
+  threads that run it get the lowest CPU priority (`lower_thread_priority`).
   """
-  out = tf.numpy_function(lambda x, s: augment_batch(x, s, aug), [images, seeds], tf.uint8,
-                          stateful=False)
+  out = tf.numpy_function(lambda x, s: _augment_in_pipeline(x, s, aug), [images, seeds],
+                          tf.uint8, stateful=False)
   out.set_shape(images.shape)
   return out

@@ -1,5 +1,9 @@
 """tf.data pipelines: oversampling, augmentation only on train, one pass over val/test."""
 
+import os
+import sys
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -112,6 +116,24 @@ def test_geometric_augmentation_is_one_bilinear_warp_of_the_rgb_image():
     expected = cv2.warpAffine(image, matrix, (96, 96), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     np.testing.assert_array_equal(augment.augment_image(image, seed, geometry), expected)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='per-thread priority: Linux')
+def test_augmenting_threads_get_the_lowest_priority_but_not_the_callers_thread():
+  before = os.getpriority(os.PRIO_PROCESS, 0)
+  images = np.zeros((2, 16, 16, 3), np.uint8)
+  augment.tf_augment_batch(images, np.array([[0, 0], [0, 1]]), augment.Augmentation())  # eager
+  assert os.getpriority(os.PRIO_PROCESS, 0) == before
+  seen = {}
+
+  def worker():
+    augment.lower_thread_priority()
+    seen['niceness'] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+  thread = threading.Thread(target=worker)
+  thread.start()
+  thread.join()
+  assert seen['niceness'] == augment.BACKGROUND_NICENESS
 
 
 def test_brightness_keeps_surround_black():
