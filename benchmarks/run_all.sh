@@ -14,6 +14,6 @@ python benchmarks/build_tfrecords.py --data_dir="$DATA" --out_dir="$OUT/tfr" 2>/
 python benchmarks/input_pipeline.py --records_dir="$OUT/tfr" --batches=60 2>/dev/null
 python benchmarks/train_step.py --settings=default:16,default:32,xla:32 --steps=10 2>/dev/null
 python benchmarks/train_step.py --gin_file=configs/idrid_binary.gin --settings=default:32,bf16:32,xla:32 \
-    --records_dir="$OUT/tfr" --epoch_batch=32 --epoch_modes=default --epoch_rounds=3 --steps=10 2>/dev/null
+    --records_dir="$OUT/tfr" --epoch_batch=32 --epoch_modes=default --epoch_rounds=5 --epochs=6 --steps=10 2>/dev/null
 python benchmarks/inference.py 2>/dev/null
 python benchmarks/train_memory.py --data_dir="$DATA" --run_dir="$OUT/run" 2>/dev/null

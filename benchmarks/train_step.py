@@ -43,6 +43,9 @@ flags.DEFINE_integer('epochs', 4, 'Epochs per real-epoch timing; epochs 2 onward
 flags.DEFINE_integer('epoch_rounds', 1, 'Alternating pipeline / from-memory timings per '
                      'real-epoch mode; the median share and its range are printed.')
 flags.DEFINE_list('epoch_modes', ['default', 'xla'], 'Real-epoch timings to run.')
+flags.DEFINE_integer('augment_niceness', None, 'CPU priority (niceness) of the threads that '
+                     'augment in the real-epoch timing; default augment.BACKGROUND_NICENESS; '
+                     '0 leaves their priority unchanged.')
 flags.DEFINE_integer('repeats', 3, 'Timings per setting; the median and range are printed.')
 FLAGS = flags.FLAGS
 
@@ -152,8 +155,11 @@ def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
     (wall, CPU) seconds per epoch with the pipeline and from memory, one of each per
     round, and the images per epoch.
   """
+  from input_pipeline import augment  # pylint: disable=g-import-not-at-top
   from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
+  if FLAGS.augment_niceness is not None:
+    augment.BACKGROUND_NICENESS = FLAGS.augment_niceness
   manifest = tfrecords.read_manifest(records_dir)
   size = manifest['params']['image_size']
   steps = datasets.steps_per_epoch(manifest, batch, 1.0)
@@ -182,6 +188,8 @@ def _check_flags() -> None:
     raise app.UsageError('--epochs must be at least 2 (epoch 1 is warm-up, not timed)')
   if FLAGS.steps < 1:
     raise app.UsageError('--steps must be at least 1')
+  if FLAGS.augment_niceness is not None and not 0 <= FLAGS.augment_niceness <= 19:
+    raise app.UsageError('--augment_niceness must be in 0..19')
   if FLAGS.epoch_rounds < 1:
     raise app.UsageError('--epoch_rounds must be at least 1')
 
