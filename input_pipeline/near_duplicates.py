@@ -31,6 +31,7 @@ import numpy as np
 
 from input_pipeline import idrid
 from input_pipeline import integrity
+from input_pipeline import preprocessing
 
 WIDTH = 200
 
@@ -39,11 +40,10 @@ def vessel_pattern(path: str) -> np.ndarray:
   """The standardised high-pass green channel of a photograph, flattened.
 
   Raises:
-    ValueError: The file cannot be decoded as an image.
+    preprocessing.ImageError: The file is missing, not a decodable image, a truncated or
+      damaged JPEG, or shows no retina (`preprocessing.load_image`).
   """
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    raise ValueError(f'{path}: cannot be decoded as an image')
+  image = preprocessing.load_image(path)  # RGB: green is channel 1, as in BGR
   height = max(1, round(image.shape[0] * WIDTH / image.shape[1]))
   green = cv2.resize(image[:, :, 1], (WIDTH, height),
                      interpolation=cv2.INTER_AREA).astype(np.float32)

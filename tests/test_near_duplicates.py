@@ -58,7 +58,13 @@ def test_bad_input_is_a_one_line_error_naming_it(copy_with_twin, tmp_path):
   broken.write_bytes(b'not a jpeg')
   proc = _run(copy_with_twin)
   assert proc.returncode == 1 and proc.stderr.strip().count('\n') == 0
-  assert 'IDRiD_007.jpg' in proc.stderr and 'cannot be decoded' in proc.stderr
+  assert 'IDRiD_007.jpg' in proc.stderr and 'not a decodable image' in proc.stderr
+  truncated = next(copy_with_twin.rglob('IDRiD_008.jpg'))
+  broken.unlink()  # only IDRiD_008 is bad now
+  truncated.write_bytes(truncated.read_bytes()[:-2000])
+  proc = _run(copy_with_twin)
+  assert proc.returncode == 1 and proc.stderr.strip().count('\n') == 0
+  assert 'IDRiD_008.jpg' in proc.stderr and 'truncated JPEG' in proc.stderr
   proc = _run(copy_with_twin, '--threshold=1.5')
   assert proc.returncode != 0 and '--threshold' in proc.stderr
 
