@@ -109,35 +109,34 @@ def augment_batch(images: np.ndarray, seeds: np.ndarray, aug: Augmentation) -> n
 
 # Niceness of the tf.data threads that augment (Linux): the lowest priority.
 BACKGROUND_NICENESS = 19
-_LOWERED: set[int] = set()  # native ids of the threads already lowered
 
 
 def lower_thread_priority() -> bool:
-  """Gives the calling thread the lowest CPU priority, once; not the main thread.
+  """Gives the calling thread the lowest CPU priority; not the main thread; Linux only.
 
   On a machine with few cores the training step's kernels split their work evenly over
   all cores, so an augmentation thread that takes a core from them stalls the whole step.
   At the lowest priority it runs when a core is idle instead; with idle cores to spare it
   runs as before. Images do not change (each is a pure function of its seed). Returns
-  whether the priority was changed.
+  whether the priority was changed (not when it is already that low).
   """
+  if not sys.platform.startswith('linux'):
+    return False  # elsewhere the id of a thread is not a target of setpriority
   if threading.current_thread() is threading.main_thread():
     return False  # eager calls from user code: leave the caller's priority alone
   tid = threading.get_native_id()
-  if tid in _LOWERED:
-    return False
-  _LOWERED.add(tid)
   try:
+    if os.getpriority(os.PRIO_PROCESS, tid) >= BACKGROUND_NICENESS:
+      return False
     os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICENESS)  # per thread on Linux
-  except (AttributeError, OSError):  # no per-thread priorities on this platform
+  except OSError:
     return False
   return True
 
 
 def _augment_in_pipeline(images: np.ndarray, seeds: np.ndarray,
                          aug: Augmentation) -> np.ndarray:
-  if sys.platform.startswith('linux'):
-    lower_thread_priority()
+  lower_thread_priority()
   return augment_batch(images, seeds, aug)
 
 
