@@ -2,9 +2,9 @@
 
 Train: decode -> cache -> one shuffled, repeated stream per class -> mixed by
 `sample_from_datasets` to the oversampling target -> batch -> augment (one Python call per
-batch, one seed per photograph) -> scale to [0, 1] -> prefetch. Validation and test:
-decode -> batch -> scale (no shuffling, no oversampling, no dropped remainder: every
-photograph is scored exactly once).
+batch, one seed per photograph) -> scale to [0, 1] -> mixup (optional) -> prefetch.
+Validation and test: decode -> batch -> scale (no shuffling, no oversampling, no dropped
+remainder: every photograph is scored exactly once).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import tensorflow as tf
 
 from input_pipeline import augment as augment_lib
 from input_pipeline import tfrecords
+
+# Second part of the mixup seeds, so they differ from the augmentation seeds (seed, position).
+_MIXUP_STREAM = 0x6D6978
 
 FEATURES = {
     tfrecords.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -88,10 +91,41 @@ def _records(records_dir: str, split: str, image_size: int) -> tf.data.Dataset:
   return ds.map(lambda s: decode(s, image_size), num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def mix_up(image: tf.Tensor, label: tf.Tensor, num_classes: int, alpha: float,
+           seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Mixup (Zhang et al., 2018) within one batch.
+
+  Photograph i is blended with photograph n-1-i of the same batch (the batch in reverse
+  order; batches are already shuffled and class-mixed), with its own weight
+  lam ~ Beta(alpha, alpha); labels are blended with the same weights.
+
+  Args:
+    image: float32 (n, h, w, 3).
+    label: int (n,) class indices.
+    num_classes: Length of the label vectors returned.
+    alpha: Beta parameter, > 0; small values (0.2) keep most blends close to one photograph.
+    seed: Stateless seed, int (2,).
+
+  Returns:
+    Blended images (n, h, w, 3) and soft labels, float32 (n, num_classes).
+  """
+  n = tf.shape(image)[0]
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  g1 = tf.random.stateless_gamma([n], seeds[0], alpha=alpha)
+  g2 = tf.random.stateless_gamma([n], seeds[1], alpha=alpha)
+  # Beta(alpha, alpha) as g1 / (g1 + g2); for small alpha both can underflow to 0.
+  lam = tf.math.divide_no_nan(g1, g1 + g2)
+  onehot = tf.one_hot(label, num_classes, dtype=tf.float32)
+  mixed_image = (lam[:, None, None, None] * image
+                 + (1.0 - lam)[:, None, None, None] * tf.reverse(image, [0]))
+  mixed_label = lam[:, None] * onehot + (1.0 - lam)[:, None] * tf.reverse(onehot, [0])
+  return mixed_image, mixed_label
+
+
 def make_dataset(records_dir: str, split: str, batch_size: int = 16,
                  oversample: float | None = 1.0, augment: bool = True,
                  augmentation: augment_lib.Augmentation | None = None, seed: int = 0,
-                 with_info: bool = False) -> tf.data.Dataset:
+                 mixup: float = 0.0, with_info: bool = False) -> tf.data.Dataset:
   """Batched dataset of one split.
 
   Args:
@@ -103,13 +137,18 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
     augment: Augment training images.
     augmentation: Ranges of the augmentation; default `augment.Augmentation()`, whose
       fields gin sets (`augment.Augmentation.rotation = 90.0`).
-    seed: Seed of shuffling, class sampling and augmentation.
+    seed: Seed of shuffling, class sampling, augmentation and mixup.
+    mixup: Beta parameter of mixup (`mix_up`) on the training split; 0 is off.
     with_info: Yield (image, label, info) with info = {'grade', 'name'}; else
       (image, label).
 
   Returns:
-    The dataset; images are float32 in [0, 1], labels int32.
+    The dataset; images are float32 in [0, 1], labels int32 class indices, or with mixup
+    float32 class probabilities (batch, classes).
   """
+  if mixup < 0 or (mixup and split != 'train'):
+    raise ValueError(f'mixup must be >= 0 and is for the training split only, got {mixup!r} '
+                     f'for {split!r}')
   manifest = tfrecords.read_manifest(records_dir)
   image_size = manifest['params']['image_size']
   ds = _records(records_dir, split, image_size)
@@ -144,10 +183,14 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
       positions = tf.range(first, first + tf.shape(image, out_type=tf.int64)[0])
       seeds = tf.stack([tf.fill(tf.shape(positions), tf.cast(seed, tf.int64)), positions], 1)
       image = augment_lib.tf_augment_batch(image, seeds, aug)
-    image = to_float(image)
+    image, label = to_float(image), ex['label']
+    if mixup:
+      mix_seed = tf.random.experimental.stateless_fold_in(
+          tf.constant([seed, _MIXUP_STREAM], tf.int64), index)
+      image, label = mix_up(image, label, len(manifest['class_names']), mixup, mix_seed)
     if with_info:
-      return image, ex['label'], dict(grade=ex['grade'], name=ex['name'])
-    return image, ex['label']
+      return image, label, dict(grade=ex['grade'], name=ex['name'])
+    return image, label
 
   ds = ds.batch(batch_size, drop_remainder=False).enumerate()
   ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

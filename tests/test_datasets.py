@@ -82,6 +82,33 @@ def test_each_photograph_gets_its_own_augmentation_whatever_the_batch_size(synth
   assert len({image.tobytes() for image in by_8}) == len(by_8)
 
 
+def test_mixup_blends_each_photograph_with_its_mirror_in_the_batch(synthetic_records):
+  def first_batch(**kwargs):
+    ds = datasets.make_dataset(str(synthetic_records), 'train', batch_size=16, seed=2,
+                               augment=False, **kwargs)
+    x, y = next(iter(ds))
+    return x.numpy(), y.numpy()
+  plain, labels = first_batch()
+  mixed, soft = first_batch(mixup=0.4)
+  assert soft.shape == (16, 2) and soft.dtype == np.float32
+  np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+  # Weight of each photograph's own label; where both photographs of a pair share a label,
+  # the weight cannot be read back from the labels, and the label stays one-hot.
+  differs = labels != labels[::-1]
+  assert differs.any() and (~differs).any()
+  lam = soft[np.arange(16), labels]
+  assert 0.0 < lam[differs].min() and lam[differs].max() < 1.0
+  assert len(np.unique(lam[differs])) > 1  # one weight per photograph, not per batch
+  np.testing.assert_array_equal(soft[~differs], np.eye(2, dtype=np.float32)[labels[~differs]])
+  expected = lam[:, None, None, None] * plain + (1 - lam)[:, None, None, None] * plain[::-1]
+  np.testing.assert_allclose(mixed[differs], expected[differs], atol=1e-5)
+  again, soft_again = first_batch(mixup=0.4)
+  np.testing.assert_array_equal(mixed, again)
+  np.testing.assert_array_equal(soft, soft_again)
+  with pytest.raises(ValueError, match='mixup'):
+    datasets.make_dataset(str(synthetic_records), 'val', mixup=0.4)
+
+
 def test_augment_image_transforms():
   image = np.zeros((64, 64, 3), np.uint8)
   image[10:20, 40:50] = 200  # a bright patch in the top-right quadrant

@@ -138,6 +138,7 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
 
 @pytest.mark.parametrize('args, message', [
     (['--gin_bindings=train.epoch = 3'], 'epoch'),
+    (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),
@@ -282,6 +283,24 @@ def test_keras_metrics_match_sklearn():
   auc.update_state(labels, y_pred)
   assert float(auc.result()) == pytest.approx(expected['roc_auc'], abs=0.01)
   del keras
+
+
+def test_keras_metrics_count_soft_labels_as_their_most_probable_class():
+  from training import metrics as keras_metrics
+  rng = np.random.default_rng(3)
+  lam = rng.random(40).astype('float32')
+  labels = rng.integers(0, 2, 40)
+  onehot = np.eye(2, dtype='float32')[labels]
+  soft = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[::-1]  # as mixup gives them
+  probs = rng.random(40)
+  y_pred = np.stack([1 - probs, probs], axis=1).astype('float32')
+  for make in (keras_metrics.Accuracy, lambda: keras_metrics.BalancedAccuracy(2),
+               lambda: keras_metrics.ClassRecall(1, 2), keras_metrics.PositiveClassAUC):
+    on_soft, on_hard = make(), make()
+    on_soft.update_state(soft, y_pred)
+    on_hard.update_state(soft.argmax(axis=1), y_pred)
+    assert float(on_soft.result()) == pytest.approx(float(on_hard.result())), on_soft.name
+  assert (soft.argmax(axis=1) != labels).any()  # some blends are dominated by the partner
 
 
 def test_five_grade_models_log_the_referable_auc():

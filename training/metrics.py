@@ -3,12 +3,29 @@
 Balanced accuracy, sensitivity and specificity are computed from one running confusion
 matrix per metric, exactly as `sklearn.metrics` computes them at the end (argmax
 decisions); AUC is Keras' own on the probability of the referable class.
+
+Every metric also takes soft labels, class probabilities (batch, classes), which mixup
+gives the training batches: they count as their most probable class.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+
+def hard_labels(y_true, num_classes: int):
+  """Class indices (batch,) from sparse labels or from class probabilities (batch, classes)."""
+  if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
+    return ops.cast(ops.argmax(y_true, axis=-1), 'int32')
+  return ops.cast(ops.reshape(y_true, (-1,)), 'int32')
+
+
+class Accuracy(keras.metrics.SparseCategoricalAccuracy):
+  """Keras' sparse categorical accuracy, also for class probabilities as labels."""
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    super().update_state(hard_labels(y_true, y_pred.shape[-1]), y_pred, sample_weight)
 
 
 class _ConfusionMetric(keras.metrics.Metric):
@@ -21,7 +38,7 @@ class _ConfusionMetric(keras.metrics.Metric):
                                     name='confusion_matrix', dtype='float32')
 
   def update_state(self, y_true, y_pred, sample_weight=None):
-    labels = ops.cast(ops.reshape(y_true, (-1,)), 'int32')
+    labels = hard_labels(y_true, self.num_classes)
     preds = ops.cast(ops.argmax(ops.reshape(y_pred, (-1, self.num_classes)), axis=-1), 'int32')
     onehot_true = ops.one_hot(labels, self.num_classes)
     onehot_pred = ops.one_hot(preds, self.num_classes)
@@ -81,7 +98,7 @@ class PositiveClassAUC(keras.metrics.AUC):
     self.first_positive = first_positive
 
   def update_state(self, y_true, y_pred, sample_weight=None):
-    labels = ops.cast(ops.reshape(y_true, (-1,)) >= self.first_positive, 'float32')
+    labels = ops.cast(hard_labels(y_true, y_pred.shape[-1]) >= self.first_positive, 'float32')
     score = ops.sum(y_pred[:, self.first_positive:], axis=-1)
     super().update_state(labels, score, sample_weight=sample_weight)
 
@@ -91,7 +108,7 @@ class PositiveClassAUC(keras.metrics.AUC):
 
 def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   """The metrics compiled into every model."""
-  metrics = [keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
+  metrics = [Accuracy(name='accuracy'),
              BalancedAccuracy(num_classes)]
   if num_classes == 2:
     metrics += [ClassRecall(1, 2, name='sensitivity'), ClassRecall(0, 2, name='specificity'),
@@ -101,5 +118,5 @@ def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   return metrics
 
 
-CUSTOM_OBJECTS = {'BalancedAccuracy': BalancedAccuracy, 'ClassRecall': ClassRecall,
+CUSTOM_OBJECTS = {'Accuracy': Accuracy, 'BalancedAccuracy': BalancedAccuracy, 'ClassRecall': ClassRecall,
                   'PositiveClassAUC': PositiveClassAUC}

@@ -92,6 +92,7 @@ def train(run_dir: str,
           warmup_epochs: int = 0,            # linear warm-up, epochs
           optimizer: str = 'adam',           # key of OPTIMIZERS
           label_smoothing: float = 0.0,
+          mixup: float = 0.0,                # Beta parameter of mixup (e.g. 0.2); 0 off
           ema_momentum: float | None = None,  # e.g. 0.99: validate/save averaged weights
           # Data.
           oversample: float | None = 1.0,    # 1.0 balanced, None natural mix
@@ -107,6 +108,8 @@ def train(run_dir: str,
   Returns:
     A summary: best monitored value and epoch, epochs run, seconds.
   """
+  if mixup < 0:
+    raise ValueError(f'train.mixup must be >= 0 (0 is off), got {mixup!r}')
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
@@ -145,8 +148,8 @@ def train(run_dir: str,
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
                                warmup_epochs * steps, ema_momentum),
-      loss=keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else
-      _smoothed_loss(len(class_names), label_smoothing),
+      loss=keras.losses.SparseCategoricalCrossentropy()
+      if not (label_smoothing or mixup) else _soft_label_loss(len(class_names), label_smoothing),
       metrics=metrics, jit_compile=jit_compile)
   logging.info('model %s: %d parameters; %d steps of %d per epoch, %d epochs',
                model.name, model.count_params(), steps, batch_size, epochs)
@@ -159,7 +162,8 @@ def train(run_dir: str,
   if resumed_at:
     logging.info('resuming %s after epoch %d', run_dir, resumed_at)
   train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
-                                   oversample=oversample, augment=augment, seed=data_seed)
+                                   oversample=oversample, augment=augment, seed=data_seed,
+                                   mixup=mixup)
   val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
 
@@ -215,11 +219,13 @@ def _backup_epoch(backup_dir: str) -> int:
     return int(json.load(f).get('epoch', 0))  # Keras stores the epochs completed
 
 
-def _smoothed_loss(num_classes: int, smoothing: float):
-  """Sparse labels with label smoothing (Keras' sparse loss has no smoothing)."""
+def _soft_label_loss(num_classes: int, smoothing: float):
+  """Cross-entropy for class probabilities as labels (mixup's training batches) or sparse
+  labels (validation), with label smoothing (Keras' sparse loss has none)."""
   cce = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
   def loss(y_true, y_pred):
-    onehot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
-    return cce(onehot, y_pred)
+    if not (len(y_true.shape) == 2 and y_true.shape[-1] == num_classes):
+      y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
+    return cce(y_true, y_pred)
   return loss
