@@ -118,5 +118,5 @@ def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   return metrics
 
 
-CUSTOM_OBJECTS = {'Accuracy': Accuracy, 'BalancedAccuracy': BalancedAccuracy, 'ClassRecall': ClassRecall,
-                  'PositiveClassAUC': PositiveClassAUC}
+CUSTOM_OBJECTS = {'Accuracy': Accuracy, 'BalancedAccuracy': BalancedAccuracy,
+                  'ClassRecall': ClassRecall, 'PositiveClassAUC': PositiveClassAUC}
