@@ -5,8 +5,10 @@
 Runs built with other record parameters can hold different validation photographs (the
 grade mapping drops byte-identical copies whose grades conflict, which reshuffles that
 grade's split), so their own AUCs are not measured on the same photographs. This prints
-each run's AUC on all of its photographs and on the ones every named run scored. Binary
-and 5-grade runs mix: a 5-grade run is scored on P(grades 2-4) (`predictions.read_referable`).
+each run's AUC on all of its photographs and on the ones every named run scored, and, for
+two or more runs, the AUC of their ensemble (P(RDR) averaged over the runs) on the shared
+photographs. Binary and 5-grade runs mix: a 5-grade run is scored on P(grades 2-4)
+(`predictions.read_referable`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def compare(runs: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
   return shared, out
 
 
+def ensemble_auc(runs: dict[str, tuple[list[str], np.ndarray, np.ndarray]],
+                 shared: list[str]) -> float:
+  """ROC AUC of P(RDR) averaged over the runs, on the shared photographs (`compare`)."""
+  tables = [dict(zip(names, zip(labels, probs))) for names, labels, probs in runs.values()]
+  labels = [int(tables[0][n][0]) for n in shared]
+  mean = [np.mean([t[n][1] for t in tables]) for n in shared]
+  return float(sk.roc_auc_score(labels, mean))
+
+
 def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
@@ -64,6 +75,9 @@ def main(argv):
   print(f'{FLAGS.split}: {len(shared)} photographs shared by all {len(runs)} runs')
   for run, (own, common) in aucs.items():
     print(f'{run}: ROC AUC {own:.3f} on its {len(runs[run][0])}, {common:.3f} on the shared')
+  if len(runs) > 1:
+    print(f'ensemble (mean P(RDR) of the {len(runs)} runs): ROC AUC '
+          f'{ensemble_auc(runs, shared):.3f} on the shared')
 
 
 if __name__ == '__main__':

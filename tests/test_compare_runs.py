@@ -61,6 +61,11 @@ def test_runs_are_compared_on_the_photographs_they_share(tmp_path):
   assert aucs['b'] == pytest.approx((own_b, shared_b), abs=1e-4)
   assert own_b != pytest.approx(shared_b, abs=1e-3)
 
+  # The ensemble averages P(RDR) over the runs on the shared photographs.
+  mean = (p_a[10:30] + probs_b[:20, 2:].sum(axis=1)) / 2
+  assert compare_runs.ensemble_auc(runs, shared) == pytest.approx(
+      roc_auc_score(labels[10:30], mean), abs=1e-4)
+
   flipped = labels[:30].copy()
   flipped[15] = 1 - flipped[15]
   _write_binary(tmp_path / 'c', names[:30], flipped, p_a)
@@ -78,6 +83,20 @@ def test_cli_prints_each_run_and_names_a_missing_file(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.splitlines()[-1] == (
       f'{tmp_path / "a"}: ROC AUC 1.000 on its 20, 1.000 on the shared')
+  # Two runs whose errors cancel: each misranks pairs, their average ranks all correctly.
+  # Run e1 misranks x0-x9 a little and ranks x10-x19 by far; e2 the other way round.
+  slight, far = np.where(labels == 1, 0.45, 0.55), np.where(labels == 1, 0.8, 0.2)
+  first = np.arange(20) < 10
+  _write_binary(tmp_path / 'e1', [f'x{i}' for i in range(20)], labels,
+                np.where(first, slight, far))
+  _write_binary(tmp_path / 'e2', [f'x{i}' for i in range(20)], labels,
+                np.where(first, far, slight))
+  proc = subprocess.run([sys.executable, '-m', 'evaluation.compare_runs', str(tmp_path / 'e1'),
+                         str(tmp_path / 'e2')], cwd=REPO_ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.splitlines()
+  assert all('ROC AUC 0.750 on its 20' in line for line in lines[1:3])
+  assert lines[-1] == 'ensemble (mean P(RDR) of the 2 runs): ROC AUC 1.000 on the shared'
   proc = subprocess.run([sys.executable, '-m', 'evaluation.compare_runs', str(tmp_path / 'a'),
                          str(tmp_path / 'b')], cwd=REPO_ROOT, capture_output=True, text=True)
   assert proc.returncode == 1
