@@ -104,17 +104,24 @@ def mix_up(image: tf.Tensor, label: tf.Tensor, num_classes: int, alpha: float,
     label: int (n,) class indices.
     num_classes: Length of the label vectors returned.
     alpha: Beta parameter, > 0; small values (0.2) keep most blends close to one photograph.
+      Where lam is 0.5 exactly, the soft label is a tie, which the metrics count as class 0
+      (`training.metrics.hard_labels`).
     seed: Stateless seed, int (2,).
 
   Returns:
     Blended images (n, h, w, 3) and soft labels, float32 (n, num_classes).
   """
   n = tf.shape(image)[0]
-  seeds = tf.random.experimental.stateless_split(seed, 2)
+  seeds = tf.random.experimental.stateless_split(seed, 3)
   g1 = tf.random.stateless_gamma([n], seeds[0], alpha=alpha)
   g2 = tf.random.stateless_gamma([n], seeds[1], alpha=alpha)
-  # Beta(alpha, alpha) as g1 / (g1 + g2); for small alpha both can underflow to 0.
-  lam = tf.math.divide_no_nan(g1, g1 + g2)
+  # Beta(alpha, alpha) as g1 / (g1 + g2). For alpha below about 0.1 both draws can be held
+  # at float32's smallest normal value, which would give exactly 0.5 where Beta puts its
+  # mass near 0 and 1: those photographs get 0 or 1 at random instead.
+  lam = g1 / (g1 + g2)
+  floor = np.finfo(np.float32).tiny
+  coin = tf.cast(tf.random.stateless_uniform([n], seeds[2]) < 0.5, tf.float32)
+  lam = tf.where((g1 <= floor) & (g2 <= floor), coin, lam)
   onehot = tf.one_hot(label, num_classes, dtype=tf.float32)
   mixed_image = (lam[:, None, None, None] * image
                  + (1.0 - lam)[:, None, None, None] * tf.reverse(image, [0]))

@@ -89,6 +89,7 @@ def test_mixup_blends_each_photograph_with_its_mirror_in_the_batch(synthetic_rec
     x, y = next(iter(ds))
     return x.numpy(), y.numpy()
   plain, labels = first_batch()
+  assert labels.dtype == np.int32 and labels.shape == (16,)  # mixup off: class indices
   mixed, soft = first_batch(mixup=0.4)
   assert soft.shape == (16, 2) and soft.dtype == np.float32
   np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
@@ -107,6 +108,19 @@ def test_mixup_blends_each_photograph_with_its_mirror_in_the_batch(synthetic_rec
   np.testing.assert_array_equal(soft, soft_again)
   with pytest.raises(ValueError, match='mixup'):
     datasets.make_dataset(str(synthetic_records), 'val', mixup=0.4)
+
+
+def test_mixup_with_a_tiny_alpha_keeps_photographs_nearly_whole():
+  # Beta(0.01, 0.01) puts its mass near 0 and 1. Both gamma draws behind it are often held
+  # at float32's smallest value; that must not turn into blends of exactly one half.
+  import tensorflow as tf
+  labels = tf.constant([0, 1] * 128)  # every photograph's partner has the other label
+  images = tf.random.stateless_uniform([256, 4, 4, 3], seed=[1, 2])
+  _, soft = datasets.mix_up(images, labels, 2, 0.01, tf.constant([3, 4], tf.int64))
+  lam = soft.numpy()[np.arange(256), labels.numpy()]
+  assert not np.any(lam == 0.5)
+  assert np.mean(np.abs(lam - 0.5) > 0.45) > 0.9
+  assert 0.2 < np.mean(lam > 0.5) < 0.8
 
 
 def test_augment_image_transforms():

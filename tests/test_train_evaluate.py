@@ -139,6 +139,7 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
 @pytest.mark.parametrize('args, message', [
     (['--gin_bindings=train.epoch = 3'], 'epoch'),
     (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
+    (['--gin_bindings=train.mixup = None'], 'train.mixup'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),
@@ -294,13 +295,52 @@ def test_keras_metrics_count_soft_labels_as_their_most_probable_class():
   soft = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[::-1]  # as mixup gives them
   probs = rng.random(40)
   y_pred = np.stack([1 - probs, probs], axis=1).astype('float32')
-  for make in (keras_metrics.Accuracy, lambda: keras_metrics.BalancedAccuracy(2),
+  for make in (keras_metrics.SoftSparseAccuracy, lambda: keras_metrics.BalancedAccuracy(2),
                lambda: keras_metrics.ClassRecall(1, 2), keras_metrics.PositiveClassAUC):
     on_soft, on_hard = make(), make()
     on_soft.update_state(soft, y_pred)
     on_hard.update_state(soft.argmax(axis=1), y_pred)
     assert float(on_soft.result()) == pytest.approx(float(on_hard.result())), on_soft.name
   assert (soft.argmax(axis=1) != labels).any()  # some blends are dominated by the partner
+
+
+def test_soft_label_loss_is_the_cross_entropy_of_the_blended_labels():
+  import keras
+  from training import trainer
+  rng = np.random.default_rng(4)
+  probs = rng.dirichlet([1, 1], 12).astype('float32')
+  labels = rng.integers(0, 2, 12)
+  lam = rng.random(12).astype('float32')
+  onehot = np.eye(2, dtype='float32')[labels]
+  soft = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[::-1]
+  loss = trainer._soft_label_loss(2, 0.0)
+  assert float(loss(soft, probs)) == pytest.approx(
+      np.mean(-np.sum(soft * np.log(probs), axis=1)), rel=1e-5)
+  # Sparse labels (the validation batches) give Keras' sparse cross-entropy.
+  assert float(loss(labels, probs)) == pytest.approx(
+      float(keras.losses.SparseCategoricalCrossentropy()(labels, probs)), rel=1e-5)
+  # Label smoothing moves each label towards uniform: y (1 - e) + e / 2.
+  smoothed = trainer._soft_label_loss(2, 0.2)
+  target = soft * 0.8 + 0.1
+  assert float(smoothed(soft, probs)) == pytest.approx(
+      np.mean(-np.sum(target * np.log(probs), axis=1)), rel=1e-5)
+  assert float(smoothed(labels, probs)) == pytest.approx(
+      np.mean(-np.sum((onehot * 0.8 + 0.1) * np.log(probs), axis=1)), rel=1e-5)
+
+
+def test_mixup_run_trains_validates_and_evaluates(tmp_path, env):
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                '--gin_bindings=train.mixup = 0.2', env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(run / 'history.csv') as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:  # training metrics on blended batches, validation on plain photographs
+    assert 0.0 <= float(row['balanced_accuracy']) <= 1.0 and 0.0 <= float(row['auc']) <= 1.0
+    assert np.isfinite(float(row['loss'])) and np.isfinite(float(row['val_loss']))
+  assert "train.mixup = 0.2" in (run / 'operative_config.gin').read_text()
+  assert _run('evaluate.py', f'--run_dir={run}', env=env).returncode == 0
+  assert (run / 'predictions_test.csv').is_file()
 
 
 def test_five_grade_models_log_the_referable_auc():

@@ -5,7 +5,8 @@ matrix per metric, exactly as `sklearn.metrics` computes them at the end (argmax
 decisions); AUC is Keras' own on the probability of the referable class.
 
 Every metric also takes soft labels, class probabilities (batch, classes), which mixup
-gives the training batches: they count as their most probable class.
+gives the training batches: they count as their most probable class (a tie as the lower
+class).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from keras import ops
 
 
 def hard_labels(y_true, num_classes: int):
-  """Class indices (batch,) from sparse labels or from class probabilities (batch, classes)."""
+  """Class indices (batch,) from sparse labels or from class probabilities (batch, classes).
+
+  A probability vector counts as its most probable class; a tie as the lower class.
+  """
   if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
     return ops.cast(ops.argmax(y_true, axis=-1), 'int32')
   return ops.cast(ops.reshape(y_true, (-1,)), 'int32')
 
 
-class Accuracy(keras.metrics.SparseCategoricalAccuracy):
+class SoftSparseAccuracy(keras.metrics.SparseCategoricalAccuracy):
   """Keras' sparse categorical accuracy, also for class probabilities as labels."""
 
   def update_state(self, y_true, y_pred, sample_weight=None):
@@ -29,7 +33,7 @@ class Accuracy(keras.metrics.SparseCategoricalAccuracy):
 
 
 class _ConfusionMetric(keras.metrics.Metric):
-  """Accumulates a confusion matrix of argmax predictions against sparse labels."""
+  """Accumulates a confusion matrix of argmax predictions against sparse or soft labels."""
 
   def __init__(self, num_classes: int = 2, name: str | None = None, **kwargs):
     super().__init__(name=name, **kwargs)
@@ -87,7 +91,7 @@ class ClassRecall(_ConfusionMetric):
 
 
 class PositiveClassAUC(keras.metrics.AUC):
-  """ROC AUC of the probability of class 1 against sparse binary labels.
+  """ROC AUC of the probability of class 1 against sparse (or soft) binary labels.
 
   With `first_positive` = k, classes k and above are the positives: the score is the summed
   probability of those classes (for a 5-grade model, k = 2 gives the referable-DR AUC).
@@ -108,7 +112,7 @@ class PositiveClassAUC(keras.metrics.AUC):
 
 def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   """The metrics compiled into every model."""
-  metrics = [Accuracy(name='accuracy'),
+  metrics = [SoftSparseAccuracy(name='accuracy'),
              BalancedAccuracy(num_classes)]
   if num_classes == 2:
     metrics += [ClassRecall(1, 2, name='sensitivity'), ClassRecall(0, 2, name='specificity'),
@@ -118,5 +122,5 @@ def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
   return metrics
 
 
-CUSTOM_OBJECTS = {'Accuracy': Accuracy, 'BalancedAccuracy': BalancedAccuracy,
+CUSTOM_OBJECTS = {'SoftSparseAccuracy': SoftSparseAccuracy, 'BalancedAccuracy': BalancedAccuracy,
                   'ClassRecall': ClassRecall, 'PositiveClassAUC': PositiveClassAUC}

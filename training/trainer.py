@@ -108,8 +108,8 @@ def train(run_dir: str,
   Returns:
     A summary: best monitored value and epoch, epochs run, seconds.
   """
-  if mixup < 0:
-    raise ValueError(f'train.mixup must be >= 0 (0 is off), got {mixup!r}')
+  if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or mixup < 0:
+    raise ValueError(f'train.mixup must be a number >= 0 (0 is off), got {mixup!r}')
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
@@ -132,6 +132,9 @@ def train(run_dir: str,
     monitor = monitor[len('val_'):]
     logging.warning('no validation split: selecting the checkpoint on %s', monitor)
 
+  if mixup and not has_val:
+    logging.warning('no validation split: %s is measured on mixup-blended training batches, '
+                    'each counted as its most probable class', monitor)
   if ema_momentum is not None and not has_val:
     logging.warning('no validation split: %s comes from the raw weights, the checkpoint '
                     'holds their moving average', monitor)
