@@ -111,8 +111,6 @@ def summary(tables: Sequence[dict[int, dict[str, Any]]]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('data_dir', None, 'IDRiD folder whose label files give the grades.')
-flags.DEFINE_enum('split', 'test', ['val', 'test'], 'Predictions to read.')
 
 
 def main(argv):
@@ -130,5 +128,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined here, not on import, so the module can be imported beside other tools that
+  # define --split (evaluation.compare_runs).
+  flags.DEFINE_string('data_dir', None, 'IDRiD folder whose label files give the grades.')
+  flags.DEFINE_enum('split', 'test', ['val', 'test'], 'Predictions to read.')
   flags.mark_flag_as_required('data_dir')
   app.run(main)
