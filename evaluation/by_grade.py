@@ -71,8 +71,12 @@ def run_table(run_dir: str, split: str, grades: dict[str, int]) -> dict[int, dic
   metrics_path = os.path.join(run_dir, 'metrics.json')
   if not os.path.isfile(metrics_path):
     raise FileNotFoundError(f'{metrics_path}: not found; run evaluate.py first')
-  with open(metrics_path) as f:
-    threshold = float(json.load(f)['threshold'])
+  try:
+    with open(metrics_path) as f:
+      threshold = float(json.load(f)['threshold'])
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f'{metrics_path}: no decision threshold in it ({type(e).__name__}: {e}); '
+                     'run evaluate.py again') from None
   missing = [n for n in names if n not in grades]
   if missing:
     raise ValueError(f'{predictions.path(run_dir, split)}: {len(missing)} photographs are '

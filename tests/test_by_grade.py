@@ -77,3 +77,10 @@ def test_grades_come_from_the_label_file_of_the_split(tmp_path):
   assert result.returncode == 1
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'predictions_val.csv' in errors[0] and 'P1' in errors[0]
+  # A metrics.json without a threshold, or not JSON at all, is named in one line too.
+  for text in ('{"splits": {}}', '{not json'):
+    (val_runs[0] / 'metrics.json').write_text(text)
+    result = _by_grade(f'--data_dir={data}', '--split=val', *val_runs)
+    errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+    assert 'metrics.json' in errors[0] and 'threshold' in errors[0]
