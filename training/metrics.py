@@ -15,12 +15,17 @@ import keras
 from keras import ops
 
 
+def is_soft(y_true, num_classes: int) -> bool:
+  """Whether labels are class probabilities (batch, classes) rather than class indices."""
+  return len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1
+
+
 def hard_labels(y_true, num_classes: int):
   """Class indices (batch,) from sparse labels or from class probabilities (batch, classes).
 
   A probability vector counts as its most probable class; a tie as the lower class.
   """
-  if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
+  if is_soft(y_true, num_classes):
     return ops.cast(ops.argmax(y_true, axis=-1), 'int32')
   return ops.cast(ops.reshape(y_true, (-1,)), 'int32')
 

@@ -228,7 +228,7 @@ def _soft_label_loss(num_classes: int, smoothing: float):
   cce = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
   def loss(y_true, y_pred):
-    if not (len(y_true.shape) == 2 and y_true.shape[-1] == num_classes):
+    if not metrics_lib.is_soft(y_true, num_classes):
       y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
     return cce(y_true, y_pred)
   return loss
