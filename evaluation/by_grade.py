@@ -27,7 +27,8 @@ from sklearn import metrics as sk_metrics
 from evaluation import predictions
 from input_pipeline import idrid
 
-NRDR_GRADES = (0, 1)
+REFERABLE = idrid.label_fn('binary')  # grade -> 0 (NRDR) or 1 (RDR)
+NRDR_GRADES = tuple(g for g in idrid.GRADES if REFERABLE(g) == 0)
 
 
 def grade_table(names: Sequence[str], grades: np.ndarray, labels: np.ndarray,
@@ -82,7 +83,7 @@ def run_table(run_dir: str, split: str, grades: dict[str, int]) -> dict[int, dic
     raise ValueError(f'{predictions.path(run_dir, split)}: {len(missing)} photographs are '
                      f'not in the {split} label file, e.g. {missing[0]}')
   graded = np.array([grades[n] for n in names])
-  wrong = [n for n, g, y in zip(names, graded, labels) if (g >= 2) != bool(y)]
+  wrong = [n for n, g, y in zip(names, graded, labels) if REFERABLE(int(g)) != int(y)]
   if wrong:
     raise ValueError(f'{predictions.path(run_dir, split)}: label of {wrong[0]} disagrees '
                      'with its grade in the label file')

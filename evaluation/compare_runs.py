@@ -56,9 +56,11 @@ def compare(runs: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
 def ensemble_auc(runs: dict[str, tuple[list[str], np.ndarray, np.ndarray]],
                  shared: list[str]) -> float:
   """ROC AUC of P(RDR) averaged over the runs, on the shared photographs (`compare`)."""
-  tables = [dict(zip(names, zip(labels, probs))) for names, labels, probs in runs.values()]
-  labels = [int(tables[0][n][0]) for n in shared]
-  mean = [np.mean([t[n][1] for t in tables]) for n in shared]
+  on_shared = []
+  for names, labels, probs in runs.values():
+    keep = np.isin(names, shared)
+    on_shared.append((np.asarray(names)[keep].tolist(), labels[keep], probs[keep]))
+  _, labels, mean = predictions.average_by_name(on_shared, list(runs))
   return float(sk.roc_auc_score(labels, mean))
 
 
