@@ -1,7 +1,7 @@
 """tf.data pipelines over the TFRecords written by `input_pipeline.tfrecords`.
 
-Train: decode -> cache -> one shuffled, repeated stream per class -> mixed by
-`sample_from_datasets` to the oversampling target -> batch -> augment (one Python call per
+Train: decode -> cache -> one shuffled, repeated stream per class (or per DR grade) -> mixed
+by `sample_from_datasets` to the oversampling target -> batch -> augment (one Python call per
 batch, one seed per photograph) -> scale to [0, 1] -> mixup (optional) -> prefetch.
 Validation and test: decode -> batch -> scale (no shuffling, no oversampling, no dropped
 remainder: every photograph is scored exactly once).
@@ -68,9 +68,18 @@ def class_weights(counts: list[int], oversample: float | None) -> list[float]:
   return [s / total for s in sizes]
 
 
+# What the training split is balanced over (`make_dataset`'s oversample_by).
+OVERSAMPLE_BY = ('class', 'grade')
+
+
 def _counts(manifest: dict[str, Any], split: str) -> list[int]:
   per_class = manifest['counts'][split]['per_class']
   return [per_class[c] for c in manifest['class_names']]
+
+
+def _grade_counts(manifest: dict[str, Any], split: str) -> dict[int, int]:
+  """Examples per DR grade, for the grades the manifest lists."""
+  return {int(g): n for g, n in manifest['counts'][split]['per_grade'].items()}
 
 
 def steps_per_epoch(manifest: dict[str, Any], batch_size: int,
@@ -132,7 +141,8 @@ def mix_up(image: tf.Tensor, label: tf.Tensor, num_classes: int, alpha: float,
 def make_dataset(records_dir: str, split: str, batch_size: int = 16,
                  oversample: float | None = 1.0, augment: bool = True,
                  augmentation: augment_lib.Augmentation | None = None, seed: int = 0,
-                 mixup: float = 0.0, with_info: bool = False) -> tf.data.Dataset:
+                 mixup: float = 0.0, oversample_by: str = 'class',
+                 with_info: bool = False) -> tf.data.Dataset:
   """Batched dataset of one split.
 
   Args:
@@ -146,6 +156,8 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
       fields gin sets (`augment.Augmentation.rotation = 90.0`).
     seed: Seed of shuffling, class sampling, augmentation and mixup.
     mixup: Beta parameter of mixup (`mix_up`) on the training split; 0 is off.
+    oversample_by: 'class' applies `oversample` to the classes; 'grade' to the DR grades
+      (1.0: every grade drawn equally often, whatever class it belongs to).
     with_info: Yield (image, label, info) with info = {'grade', 'name'}; else
       (image, label).
 
@@ -156,20 +168,27 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
   if mixup < 0 or (mixup and split != 'train'):
     raise ValueError(f'mixup must be >= 0 and is for the training split only, got {mixup!r} '
                      f'for {split!r}')
+  if oversample_by not in OVERSAMPLE_BY:
+    raise ValueError(f'oversample_by must be one of {OVERSAMPLE_BY}, got {oversample_by!r}')
   manifest = tfrecords.read_manifest(records_dir)
   image_size = manifest['params']['image_size']
   ds = _records(records_dir, split, image_size)
   aug = None
   if split == 'train':
-    counts = _counts(manifest, split)
+    if oversample_by == 'class':
+      key, groups, counts = 'label', list(range(len(manifest['class_names']))), _counts(
+          manifest, split)
+    else:
+      per_grade = _grade_counts(manifest, split)
+      key, groups, counts = 'grade', sorted(per_grade), [per_grade[g] for g in sorted(per_grade)]
     weights = class_weights(counts, oversample)
     streams, stream_weights = [], []
-    for c, (n, w) in enumerate(zip(counts, weights)):
+    for c, n, w in zip(groups, counts, weights):
       if n == 0:
         continue
-      # Decoded photographs of each class are cached in memory (about 200 kB each at
-      # 256 px), so PNG decoding happens once per run, not once per epoch.
-      stream = ds.filter(lambda ex, c=c: tf.equal(ex['label'], c)).cache()
+      # Decoded photographs of each class (or grade) are cached in memory (about 200 kB
+      # each at 256 px), so PNG decoding happens once per run, not once per epoch.
+      stream = ds.filter(lambda ex, c=c: tf.equal(ex[key], c)).cache()
       streams.append(stream.shuffle(n, seed=seed + c, reshuffle_each_iteration=True)
                      .repeat())
       stream_weights.append(w)

@@ -36,6 +36,26 @@ def test_oversampling_reaches_target_ratio(synthetic_records, oversample, target
     assert abs(natural - 0.5) > 0.05  # the synthetic set is not balanced by itself
 
 
+@pytest.mark.parametrize('oversample', [1.0, 0.5])
+def test_grade_sampling_reaches_grade_weights(synthetic_records, oversample):
+  manifest = tfrecords.read_manifest(str(synthetic_records))
+  per_grade = manifest['counts']['train']['per_grade']
+  grades = sorted(int(g) for g in per_grade)
+  counts = [per_grade[str(g)] for g in grades]
+  target = datasets.class_weights(counts, oversample)
+  ds = datasets.make_dataset(str(synthetic_records), 'train', batch_size=32,
+                             oversample=oversample, augment=False, seed=0,
+                             oversample_by='grade', with_info=True)
+  drawn = np.concatenate([info['grade'].numpy() for _, _, info in ds.take(60)])
+  share = [np.mean(drawn == g) for g in grades]
+  assert share == pytest.approx(target, abs=0.03)
+  # The rarest grade is drawn far more often than its share of the photographs.
+  rarest = int(np.argmin(counts))
+  assert share[rarest] > 2 * counts[rarest] / sum(counts)
+  with pytest.raises(ValueError, match='oversample_by'):
+    datasets.make_dataset(str(synthetic_records), 'train', oversample_by='grades')
+
+
 def test_eval_splits_in_order_each_photograph_once(synthetic_records):
   manifest = tfrecords.read_manifest(str(synthetic_records))
   n = manifest['counts']['test']['total']

@@ -96,6 +96,7 @@ def train(run_dir: str,
           ema_momentum: float | None = None,  # e.g. 0.99: validate/save averaged weights
           # Data.
           oversample: float | None = 1.0,    # 1.0 balanced, None natural mix
+          oversample_by: str = 'class',      # balance classes, or 'grade': DR grades
           augment: bool = True,
           # Selection and reproducibility.
           monitor: str = 'val_balanced_accuracy',
@@ -110,6 +111,9 @@ def train(run_dir: str,
   """
   if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or mixup < 0:
     raise ValueError(f'train.mixup must be a number >= 0 (0 is off), got {mixup!r}')
+  if oversample_by not in datasets.OVERSAMPLE_BY:
+    raise ValueError(f'train.oversample_by must be one of {datasets.OVERSAMPLE_BY}, '
+                     f'got {oversample_by!r}')
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
@@ -147,6 +151,8 @@ def train(run_dir: str,
   monitor_mode = monitor_mode or ('min' if monitor.endswith('loss') else 'max')
   if monitor_mode not in ('min', 'max'):
     raise ValueError(f"train.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+  # With oversample_by='grade' an epoch keeps the class-balanced number of steps, so the
+  # two ways of sampling compare at the same compute.
   steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
@@ -166,7 +172,7 @@ def train(run_dir: str,
     logging.info('resuming %s after epoch %d', run_dir, resumed_at)
   train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
                                    oversample=oversample, augment=augment, seed=data_seed,
-                                   mixup=mixup)
+                                   mixup=mixup, oversample_by=oversample_by)
   val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
 
