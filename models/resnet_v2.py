@@ -6,7 +6,7 @@ Grad-CAM can read any intermediate output by layer name):
   image            256x256x3   float32 in [0, 1]; the model does no further scaling
   stem_conv        128x128x16  7x7, stride 2, no bias
   stem_bn, stem_relu
-  stem_pool        64x64x16    3x3 max-pool, stride 2
+  stem_pool        64x64x16    3x3 max-pool, stride 2 (left out with stem_pool=False)
   block_group_l1   32x32x16    one pre-activation unit per stage, first one strided
   block_group_l2   16x16x32
   block_group_l3   8x8x64
@@ -134,6 +134,7 @@ def build_resnet_v2(input_shape: Sequence[int],
                     widths: Sequence[int] | None = None,
                     blocks_per_stage: Sequence[int] | int | None = None,
                     stem_filters: int = 16,
+                    stem_pool: bool = True,
                     dropout: float = 0.0,
                     weight_decay: float = 0.0,
                     bn_momentum: float = 0.9) -> keras.Model:
@@ -147,6 +148,9 @@ def build_resnet_v2(input_shape: Sequence[int],
     blocks_per_stage: Residual units per stage (a sequence, or one int for all stages),
       overriding the spec's.
     stem_filters: Filters of the 7x7 stem convolution.
+    stem_pool: Keep the stem's 3x3 max-pool. Without it every stage sees twice the
+      resolution (final map 16x16 on 256x256 inputs) at 4 times the stages' FLOPs (2.6
+      times the whole 'simplified_wide' net's: the stem convolution is unchanged).
     dropout: Dropout rate before the classifier; no dropout layer when 0.
     weight_decay: L2 factor on every conv and dense kernel (loss += wd * sum(w**2));
       no regulariser when 0.
@@ -173,7 +177,8 @@ def build_resnet_v2(input_shape: Sequence[int],
   x = _conv(stem_filters, 7, 2, 'stem_conv', weight_decay)(inputs)
   x = _bn('stem_bn', bn_momentum)(x)
   x = keras.layers.ReLU(name='stem_relu')(x)
-  x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')(x)
+  if stem_pool:
+    x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')(x)
 
   for i, (filters, blocks, stride) in enumerate(stages, start=1):
     for j in range(1, blocks + 1):
