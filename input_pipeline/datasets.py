@@ -46,16 +46,20 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(image, tf.float32) / 255.0
 
 
+# What the training split is balanced over (`make_dataset`'s oversample_by).
+OVERSAMPLE_BY = ('class', 'grade')
+
+
 def class_weights(counts: list[int], oversample: float | None) -> list[float]:
-  """Sampling weight of each class for a target mix.
+  """Sampling weight of each group (class or grade) for a target mix.
 
   Args:
-    counts: Training examples per class.
-    oversample: None or 0 keeps the natural mix. r in (0, 1] samples every class as if
-      it had at least r times the examples of the largest class: 1.0 is balanced.
+    counts: Training examples per group.
+    oversample: None or 0 keeps the natural mix. r in (0, 1] samples every group as if
+      it had at least r times the examples of the largest group: 1.0 is balanced.
 
   Returns:
-    Weights summing to 1 (classes without examples get 0).
+    Weights summing to 1 (groups without examples get 0).
   """
   if oversample is not None and not 0.0 <= oversample <= 1.0:
     raise ValueError(f'oversample must be in [0, 1] or None, got {oversample}')
@@ -68,23 +72,29 @@ def class_weights(counts: list[int], oversample: float | None) -> list[float]:
   return [s / total for s in sizes]
 
 
-# What the training split is balanced over (`make_dataset`'s oversample_by).
-OVERSAMPLE_BY = ('class', 'grade')
-
-
 def _counts(manifest: dict[str, Any], split: str) -> list[int]:
   per_class = manifest['counts'][split]['per_class']
   return [per_class[c] for c in manifest['class_names']]
 
 
-def _grade_counts(manifest: dict[str, Any], split: str) -> dict[int, int]:
-  """Examples per DR grade, for the grades the manifest lists."""
-  return {int(g): n for g, n in manifest['counts'][split]['per_grade'].items()}
+def _grade_counts(manifest: dict[str, Any], split: str) -> tuple[list[int], list[int]]:
+  """(grades, examples per grade) for the grades the manifest lists, in grade order."""
+  per_grade = {int(g): n for g, n in manifest['counts'][split]['per_grade'].items()}
+  grades = sorted(per_grade)
+  return grades, [per_grade[g] for g in grades]
 
 
 def steps_per_epoch(manifest: dict[str, Any], batch_size: int,
-                    oversample: float | None = 1.0) -> int:
-  """Training steps that show as many examples as the oversampled training set holds."""
+                    oversample: float | None = 1.0, oversample_by: str = 'class') -> int:
+  """Training steps that show as many examples as the oversampled training set holds.
+
+  With oversample_by='grade' (and any oversampling) an epoch has the steps of a
+  class-balanced epoch, so grade and class balancing compare at the same compute.
+  """
+  if oversample_by not in OVERSAMPLE_BY:
+    raise ValueError(f'oversample_by must be one of {OVERSAMPLE_BY}, got {oversample_by!r}')
+  if oversample_by == 'grade' and oversample:
+    oversample = 1.0
   counts = _counts(manifest, 'train')
   largest = max(counts)
   if oversample:
@@ -179,8 +189,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
       key, groups, counts = 'label', list(range(len(manifest['class_names']))), _counts(
           manifest, split)
     else:
-      per_grade = _grade_counts(manifest, split)
-      key, groups, counts = 'grade', sorted(per_grade), [per_grade[g] for g in sorted(per_grade)]
+      key, (groups, counts) = 'grade', _grade_counts(manifest, split)
     weights = class_weights(counts, oversample)
     streams, stream_weights = [], []
     for c, n, w in zip(groups, counts, weights):

@@ -11,6 +11,7 @@ Grad-CAM can read any intermediate output by layer name):
   block_group_l2   16x16x32
   block_group_l3   8x8x64
   final_bn, final_relu  8x8x64  <- LAST_CONV_LAYER, the feature map Grad-CAM explains
+                               (stem_pool=False: stages at 64, 32 and 16 px, final 16x16)
   avg_pool         64
   dropout          (only when dropout > 0)
   logits           num_classes  Dense, linear

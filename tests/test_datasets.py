@@ -50,8 +50,13 @@ def test_grade_sampling_reaches_grade_weights(synthetic_records, oversample):
   share = [np.mean(drawn == g) for g in grades]
   assert share == pytest.approx(target, abs=0.03)
   # The rarest grade is drawn far more often than its share of the photographs.
-  rarest = int(np.argmin(counts))
+  rarest = min((n, i) for i, n in enumerate(counts) if n)[1]
   assert share[rarest] > 2 * counts[rarest] / sum(counts)
+  # An epoch has the steps of a class-balanced one, whatever the grade target.
+  assert datasets.steps_per_epoch(manifest, 4, oversample, 'grade') == \
+      datasets.steps_per_epoch(manifest, 4, 1.0)
+  assert datasets.steps_per_epoch(manifest, 4, None, 'grade') == \
+      datasets.steps_per_epoch(manifest, 4, None)
   with pytest.raises(ValueError, match='oversample_by'):
     datasets.make_dataset(str(synthetic_records), 'train', oversample_by='grades')
 

@@ -154,6 +154,33 @@ def test_bad_input_is_one_line(tmp_path, env, args, message):
   assert not run.exists()
 
 
+def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):
+  import gin
+  from input_pipeline import datasets
+  from training import trainer
+  from utils import entry
+  calls = []
+  real = datasets.make_dataset
+
+  def spy(records_dir, split, **kwargs):
+    calls.append((split, kwargs))
+    return real(records_dir, split, **kwargs)
+
+  monkeypatch.setattr(datasets, 'make_dataset', spy)
+  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path / 'cache'))
+  monkeypatch.chdir(REPO_ROOT)
+  entry.parse_gin([DEBUG], ["train.oversample_by = 'grade'", 'train.oversample = 0.5',
+                            'train.epochs = 1'])
+  try:
+    info = trainer.train(str(tmp_path / 'run'))
+  finally:
+    gin.clear_config()
+  assert info['status'] == 'completed'
+  train_kwargs = [kwargs for split, kwargs in calls if split == 'train']
+  assert train_kwargs and train_kwargs[0]['oversample_by'] == 'grade'
+  assert train_kwargs[0]['oversample'] == 0.5
+
+
 def test_evaluate_without_training_is_one_line(tmp_path, env):
   result = _run('evaluate.py', f'--run_dir={tmp_path}', env=env)
   assert result.returncode == 1 and 'not a trained run' in result.stderr

@@ -151,9 +151,7 @@ def train(run_dir: str,
   monitor_mode = monitor_mode or ('min' if monitor.endswith('loss') else 'max')
   if monitor_mode not in ('min', 'max'):
     raise ValueError(f"train.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
-  # With oversample_by='grade' an epoch keeps the class-balanced number of steps, so the
-  # two ways of sampling compare at the same compute.
-  steps = datasets.steps_per_epoch(manifest, batch_size, oversample)
+  steps = datasets.steps_per_epoch(manifest, batch_size, oversample, oversample_by)
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,
                                warmup_epochs * steps, ema_momentum),
