@@ -26,6 +26,7 @@ from sklearn import metrics as sk_metrics
 
 from evaluation import predictions
 from input_pipeline import idrid
+from training import run_dir as rd
 
 REFERABLE = idrid.label_fn('binary')  # grade -> 0 (NRDR) or 1 (RDR)
 NRDR_GRADES = tuple(g for g in idrid.GRADES if REFERABLE(g) == 0)
@@ -69,12 +70,11 @@ def grades_of(data_dir: str, split: str) -> dict[str, int]:
 def run_table(run_dir: str, split: str, grades: dict[str, int]) -> dict[int, dict[str, Any]]:
   """`grade_table` of one run folder at the threshold in its metrics.json."""
   names, labels, probs = predictions.read_referable(run_dir, split)
-  metrics_path = os.path.join(run_dir, 'metrics.json')
+  metrics_path = os.path.join(run_dir, rd.METRICS)
   if not os.path.isfile(metrics_path):
     raise FileNotFoundError(f'{metrics_path}: not found; run evaluate.py first')
   try:
-    with open(metrics_path) as f:
-      threshold = float(json.load(f)['threshold'])
+    threshold = float(rd.read_json(metrics_path)['threshold'])
   except (json.JSONDecodeError, KeyError, TypeError) as e:
     raise ValueError(f'{metrics_path}: no decision threshold in it ({type(e).__name__}: {e}); '
                      'run evaluate.py again') from None
