@@ -232,6 +232,17 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def split_hashes(records_dir: str, split: str) -> dict[str, str]:
+  """{SHA-256 of the source file: photograph name} for one split, without decoding images."""
+  keys = {k: FEATURES[k] for k in (tfrecords.HASH_KEY, tfrecords.NAME_KEY)}
+  files = tfrecords.shard_paths(records_dir, split)
+  if not files:
+    return {}
+  ds = tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, keys))
+  return {ex[tfrecords.HASH_KEY].decode(): ex[tfrecords.NAME_KEY].decode()
+          for ex in ds.as_numpy_iterator()}
+
+
 def labels_of(records_dir: str, split: str) -> np.ndarray:
   """Labels of one split in record order (the order `make_dataset` yields)."""
   ds = _records(records_dir, split, tfrecords.read_manifest(records_dir)['params']['image_size'])

@@ -141,6 +141,7 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
     (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
     (['--gin_bindings=train.mixup = None'], 'train.mixup'),
     (['--gin_bindings=train.oversample_by = "grades"'], 'train.oversample_by'),
+    (['--gin_bindings=train.init_weights = "/no/such/run"'], 'train.init_weights'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),

@@ -21,6 +21,7 @@ from input_pipeline import datasets
 from input_pipeline import tfrecords
 from training import callbacks as cb
 from training import data
+from training import initial_weights
 from training import metrics as metrics_lib
 from training import run_dir as rd
 
@@ -94,6 +95,8 @@ def train(run_dir: str,
           label_smoothing: float = 0.0,
           mixup: float = 0.0,                # Beta parameter of mixup (e.g. 0.2); 0 off
           ema_momentum: float | None = None,  # e.g. 0.99: validate/save averaged weights
+          # Start: None (random) or a run folder / .keras file; '{seed}' -> the seed.
+          init_weights: str | None = None,
           # Data.
           oversample: float | None = 1.0,    # 1.0 balanced, None natural mix
           oversample_by: str = 'class',      # balance classes, or 'grade': DR grades
@@ -143,6 +146,11 @@ def train(run_dir: str,
     logging.warning('no validation split: %s comes from the raw weights, the checkpoint '
                     'holds their moving average', monitor)
   model = models.build_model(input_shape=(size, size, 3), num_classes=len(class_names))
+  # A resumed run gets its weights back from the backup; only a new one is initialised.
+  resumed_at = _backup_epoch(os.path.join(run_dir, rd.BACKUP_DIR))
+  init_info = previous.get('init_weights')
+  if init_weights and not resumed_at:
+    init_info = initial_weights.initialise(model, init_weights, seed, records_dir)
   metrics = metrics_lib.training_metrics(len(class_names))
   logged = ['loss'] + [m.name for m in metrics]
   logged += [f'val_{k}' for k in logged] if has_val else []
@@ -164,7 +172,6 @@ def train(run_dir: str,
   # A resumed run draws a new data order and new augmentations for its remaining
   # epochs (replaying epoch 1's would repeat them); it is not bit-identical to an
   # uninterrupted run.
-  resumed_at = _backup_epoch(os.path.join(run_dir, rd.BACKUP_DIR))
   data_seed = seed + 7919 * resumed_at
   if resumed_at:
     logging.info('resuming %s after epoch %d', run_dir, resumed_at)
@@ -179,6 +186,8 @@ def train(run_dir: str,
               records_dir=os.path.abspath(records_dir), class_names=class_names,
               image_size=size, epochs=epochs, seed=seed, monitor=monitor,
               train_seconds=previous.get('train_seconds', 0.0))
+  if init_info:
+    info['init_weights'] = init_info
   rd.write_json(info_path, info)
   rd.write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)

@@ -1,0 +1,154 @@
+"""Starting a run from the weights of an earlier one (`train.init_weights`).
+
+`train.init_weights` names a run folder of this framework (its `checkpoints/best.keras` is
+used) or a Keras model file (`.keras`) on disk; nothing is downloaded. `{seed}` in it is
+replaced by the run's seed, so a sweep over seeds starts each seed from its own source:
+
+  train.init_weights = 'runs/idrid_binary/seed_{seed}'
+
+Weights are copied layer by layer, by name, batch-normalisation statistics included; the
+optimizer starts afresh. The classification head (the last layer with weights) keeps its
+fresh initialisation where its shape differs, e.g. a binary run started from a five-grade
+one. Any other layer that is missing or has other shapes means another architecture, which
+is an error. The input size may differ: the network is convolutional up to a global pool.
+
+Leakage: a source that trained on photographs this run validates on, or that saw (trained
+or validated on) photographs this run tests on, would carry them into this run's scores.
+When the source is a run whose records are still on disk, photographs are compared by the
+SHA-256 of their files and any overlap is an error; otherwise a warning says that the check
+could not be made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from absl import logging
+import keras
+
+from input_pipeline import datasets
+from input_pipeline import tfrecords
+from training import run_dir as rd
+
+PARAMETER = 'train.init_weights'
+
+
+def resolve(spec: str, seed: int) -> tuple[str, str | None]:
+  """(model file, run folder or None) that `train.init_weights = spec` names for `seed`.
+
+  Raises:
+    ValueError: If neither a run folder with a checkpoint nor a `.keras` file is there.
+  """
+  path = spec.replace('{seed}', str(seed))
+  if os.path.isdir(path):
+    model_file = os.path.join(path, rd.BEST_MODEL)
+    if not os.path.isfile(model_file):
+      raise ValueError(f'{PARAMETER}: {path} is a folder without {rd.BEST_MODEL}; '
+                       'name a trained run or a .keras file')
+    return model_file, path
+  if not os.path.isfile(path):
+    raise ValueError(f'{PARAMETER}: no such run folder or file {path}')
+  if not path.endswith('.keras'):
+    raise ValueError(f'{PARAMETER}: {path} is not a Keras model file (.keras)')
+  run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+  is_best = os.path.abspath(path) == os.path.abspath(os.path.join(run, rd.BEST_MODEL))
+  return path, run if is_best and os.path.isfile(os.path.join(run, rd.RUN_INFO)) else None
+
+
+def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+  return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+def load_into(model: keras.Model, model_file: str) -> list[str]:
+  """Copies the weights of the model in `model_file` into `model`, layer by layer.
+
+  Returns:
+    Names of the layers left as initialised (the head, where its shape differs).
+
+  Raises:
+    ValueError: If the file is not a readable Keras model, or its layers do not match
+      `model`'s apart from the head; nothing is changed then.
+  """
+  try:
+    source = keras.models.load_model(model_file, compile=False)
+  except Exception as e:  # a truncated or foreign file fails in many ways
+    raise ValueError(f'{PARAMETER}: {model_file} is not a readable Keras model file '
+                     f'({type(e).__name__})') from e
+  target_layers, source_layers = _weighted_layers(model), _weighted_layers(source)
+  head = list(target_layers)[-1]
+  fits, fresh, mismatched = [], [], []
+  for name, layer in target_layers.items():
+    other = source_layers.get(name)
+    same = other is not None and [w.shape for w in layer.weights] == [
+        w.shape for w in other.weights]
+    if same:
+      fits.append(name)
+    elif name == head and other is not None:
+      fresh.append(name)
+    else:
+      mismatched.append(name)
+  mismatched += sorted(set(source_layers) - set(target_layers))
+  if mismatched:
+    shown = ', '.join(mismatched[:4]) + (f' and {len(mismatched) - 4} more'
+                                         if len(mismatched) > 4 else '')
+    raise ValueError(f'{PARAMETER}: {model_file} holds another architecture (layers missing '
+                     f'or of other shapes: {shown})')
+  for name in fits:
+    target_layers[name].set_weights(source_layers[name].get_weights())
+  return fresh
+
+
+def _seen_by_split(records_dir: str) -> dict[str, set[str]]:
+  return {split: set(datasets.split_hashes(records_dir, split)) for split in ('train', 'val',
+                                                                             'test')}
+
+
+def check_no_leak(source_run: str | None, model_file: str, records_dir: str) -> bool:
+  """Raises ValueError if the source saw photographs this run validates or tests on.
+
+  Args:
+    source_run: The source's run folder, or None for a bare model file.
+    model_file: The source model file (named in messages).
+    records_dir: This run's records.
+
+  Returns:
+    Whether the check could be made (it cannot without the source's records).
+  """
+  records = None
+  if source_run is not None:
+    info = rd.read_json(os.path.join(source_run, rd.RUN_INFO))
+    records = info.get('records_dir')
+    manifest_path = os.path.join(records or '', tfrecords.MANIFEST)
+    if not (records and os.path.isfile(manifest_path) and tfrecords.read_manifest(records)
+            .get('fingerprint') == info.get('records_fingerprint')):
+      records = None
+  if records is None:
+    logging.warning('%s: cannot check which photographs %s was trained on (no run folder '
+                    'with its records); make sure it saw none of this run\'s validation or '
+                    'test photographs', PARAMETER, model_file)
+    return False
+  theirs, ours = _seen_by_split(records), _seen_by_split(records_dir)
+  for seen, split, verb in ((theirs['train'], 'val', 'validates'),
+                            (theirs['train'] | theirs['val'], 'test', 'tests')):
+    overlap = seen & ours[split]
+    if overlap:
+      raise ValueError(f'{PARAMETER}: {source_run} saw {len(overlap)} of the photographs this '
+                       f'run {verb} on; start from a run whose training and validation '
+                       f'photographs exclude them')
+  return True
+
+
+def initialise(model: keras.Model, spec: str, seed: int, records_dir: str) -> dict[str, Any]:
+  """Loads `train.init_weights` into `model` after the leakage check; returns a summary."""
+  model_file, source_run = resolve(spec, seed)
+  checked = check_no_leak(source_run, model_file, records_dir)
+  fresh = load_into(model, model_file)
+  with open(model_file, 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  loaded = len(_weighted_layers(model)) - len(fresh)
+  logging.info('%s: %d layers from %s%s', PARAMETER, loaded, model_file,
+               f'; kept as initialised: {", ".join(fresh)}' if fresh else '')
+  return dict(file=os.path.abspath(model_file), sha256=digest, fresh_layers=fresh,
+              leakage_checked=checked)
