@@ -70,7 +70,21 @@ def test_another_architecture_is_refused_and_changes_nothing(tmp_path):
   assert all(_equal(w, before[n]) for n, w in _weights(target).items())
 
 
+def test_a_nested_model_is_not_taken_for_the_head(tmp_path):
+  import keras
+  path = str(tmp_path / 'wrapped.keras')
+  keras.Sequential([keras.Input((32, 32, 3)), _model(num_classes=5)]).save(path)
+  target = keras.Sequential([keras.Input((32, 32, 3)), _model(num_classes=2)])
+  with pytest.raises(ValueError, match='holds another architecture'):
+    initial_weights.load_into(target, path)
+
+
 def test_what_init_weights_may_name(tmp_path):
+  # A folder with a checkpoint but no run.json is a model file, not a run to check.
+  (tmp_path / 'copied' / 'checkpoints').mkdir(parents=True)
+  (tmp_path / 'copied' / rd.BEST_MODEL).write_bytes(b'')
+  assert initial_weights.resolve(str(tmp_path / 'copied'), 0) == (
+      str(tmp_path / 'copied' / rd.BEST_MODEL), None)
   (tmp_path / 'empty_run').mkdir()
   with pytest.raises(ValueError, match='without checkpoints/best.keras'):
     initial_weights.resolve(str(tmp_path / 'empty_run'), 0)
@@ -115,6 +129,14 @@ def test_a_run_starts_from_the_weights_of_another(tmp_path, monkeypatch):
   assert recorded == info['init_weights']
   assert recorded['file'] == str(source / rd.BEST_MODEL) and recorded['leakage_checked']
   assert recorded['fresh_layers'] == []
+
+  # A bare model file: the weights load, but which photographs it saw cannot be checked.
+  bare = tmp_path / 'elsewhere.keras'
+  bare.write_bytes((source / rd.BEST_MODEL).read_bytes())
+  info = _train(tmp_path / 'from_file', [f"train.init_weights = '{bare}'"], monkeypatch,
+                tmp_path)
+  assert info['init_weights']['leakage_checked'] is False
+  assert info['init_weights']['sha256'] == recorded['sha256']
 
   # Another validation split: the source trained on some of its photographs.
   leaky = tmp_path / 'leaky'

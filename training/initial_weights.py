@@ -47,7 +47,7 @@ def resolve(spec: str, seed: int) -> tuple[str, str | None]:
     if not os.path.isfile(model_file):
       raise ValueError(f'{PARAMETER}: {path} is a folder without {rd.BEST_MODEL}; '
                        'name a trained run or a .keras file')
-    return model_file, path
+    return model_file, path if os.path.isfile(os.path.join(path, rd.RUN_INFO)) else None
   if not os.path.isfile(path):
     raise ValueError(f'{PARAMETER}: no such run folder or file {path}')
   if not path.endswith('.keras'):
@@ -77,7 +77,9 @@ def load_into(model: keras.Model, model_file: str) -> list[str]:
     raise ValueError(f'{PARAMETER}: {model_file} is not a readable Keras model file '
                      f'({type(e).__name__})') from e
   target_layers, source_layers = _weighted_layers(model), _weighted_layers(source)
-  head = list(target_layers)[-1]
+  # The head is the last layer with weights, if it is a plain layer (not a nested model).
+  last = list(target_layers)[-1]
+  head = None if isinstance(target_layers[last], keras.Model) else last
   fits, fresh, mismatched = [], [], []
   for name, layer in target_layers.items():
     other = source_layers.get(name)
@@ -90,7 +92,7 @@ def load_into(model: keras.Model, model_file: str) -> list[str]:
     else:
       mismatched.append(name)
   mismatched += sorted(set(source_layers) - set(target_layers))
-  if mismatched:
+  if mismatched or not fits:
     shown = ', '.join(mismatched[:4]) + (f' and {len(mismatched) - 4} more'
                                          if len(mismatched) > 4 else '')
     raise ValueError(f'{PARAMETER}: {model_file} holds another architecture (layers missing '
@@ -105,8 +107,37 @@ def _seen_by_split(records_dir: str) -> dict[str, set[str]]:
                                                                              'test')}
 
 
+def _source_records(source_run: str, records_dir: str) -> tuple[str | None, str]:
+  """(the source run's records, or None with the reason they cannot be compared)."""
+  info_path = os.path.join(source_run, rd.RUN_INFO)
+  try:
+    info = rd.read_json(info_path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{PARAMETER}: cannot read {info_path} ({type(e).__name__})') from e
+  if info.get('init_weights'):
+    logging.warning('%s: %s was itself started from %s, which is not checked here',
+                    PARAMETER, source_run, info['init_weights'].get('file'))
+  theirs = info.get('records_dir') or ''
+  try:
+    manifest = tfrecords.read_manifest(theirs)
+  except (OSError, ValueError):
+    return None, f'its records {theirs or "(none named)"} are gone'
+  if manifest.get('fingerprint') != info.get('records_fingerprint') or not all(
+      os.path.isfile(os.path.join(theirs, name))
+      for names in manifest.get('shards', {}).values() for name in names):
+    return None, f'its records {theirs} have changed since'
+  ours = tfrecords.read_manifest(records_dir).get('data_dir')
+  if os.path.realpath(manifest.get('data_dir') or '') != os.path.realpath(ours or ''):
+    # Copies of a photograph at other sizes have other hashes: nothing would match.
+    return None, f'it was trained on another data folder ({manifest.get("data_dir")})'
+  return theirs, ''
+
+
 def check_no_leak(source_run: str | None, model_file: str, records_dir: str) -> bool:
   """Raises ValueError if the source saw photographs this run validates or tests on.
+
+  Photographs are compared by the SHA-256 of their files, so the check needs the source's
+  run folder, its records, and the same data folder as this run.
 
   Args:
     source_run: The source's run folder, or None for a bare model file.
@@ -114,20 +145,14 @@ def check_no_leak(source_run: str | None, model_file: str, records_dir: str) -> 
     records_dir: This run's records.
 
   Returns:
-    Whether the check could be made (it cannot without the source's records).
+    Whether the check could be made; when not, a warning says why.
   """
-  records = None
-  if source_run is not None:
-    info = rd.read_json(os.path.join(source_run, rd.RUN_INFO))
-    records = info.get('records_dir')
-    manifest_path = os.path.join(records or '', tfrecords.MANIFEST)
-    if not (records and os.path.isfile(manifest_path) and tfrecords.read_manifest(records)
-            .get('fingerprint') == info.get('records_fingerprint')):
-      records = None
+  records, reason = (_source_records(source_run, records_dir) if source_run is not None
+                     else (None, 'it is not a run folder of this framework'))
   if records is None:
-    logging.warning('%s: cannot check which photographs %s was trained on (no run folder '
-                    'with its records); make sure it saw none of this run\'s validation or '
-                    'test photographs', PARAMETER, model_file)
+    logging.warning('%s: cannot check which photographs %s saw (%s); make sure it saw none '
+                    'of this run\'s validation or test photographs', PARAMETER, model_file,
+                    reason)
     return False
   theirs, ours = _seen_by_split(records), _seen_by_split(records_dir)
   for seen, split, verb in ((theirs['train'], 'val', 'validates'),

@@ -117,6 +117,9 @@ def train(run_dir: str,
   if oversample_by not in datasets.OVERSAMPLE_BY:
     raise ValueError(f'train.oversample_by must be one of {datasets.OVERSAMPLE_BY}, '
                      f'got {oversample_by!r}')
+  if init_weights is not None and not isinstance(init_weights, str):
+    raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '
+                     f'got {init_weights!r}')
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
