@@ -78,3 +78,17 @@ def average_by_name(runs: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]]
   labels = np.array([int(tables[0][n][0]) for n in names])
   probs = np.mean([[t[n][1] for n in names] for t in tables], axis=0)
   return names, labels, probs
+
+
+def ensemble(run_dirs: Sequence[str], rule: str = 'youden'
+             ) -> tuple[list[str], np.ndarray, np.ndarray, float]:
+  """Runs' P(RDR) averaged on test, with a threshold from their averaged validation P.
+
+  Returns:
+    (test names, labels, mean P(RDR), threshold chosen with `rule` on the validation
+    predictions averaged the same way). One run gives its own predictions.
+  """
+  averaged = {split: average_by_name([read_referable(d, split) for d in run_dirs], run_dirs)
+              for split in ('val', 'test')}
+  threshold = metrics.choose_threshold(*averaged['val'][1:], rule=rule)
+  return (*averaged['test'], threshold)

@@ -41,11 +41,8 @@ HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC 
 
 def ensemble(seed_dirs, rule):
   """Averaged-probability ensemble: (metrics on test, threshold)."""
-  averaged = {split: predictions_file.average_by_name(
-      [predictions_file.read_referable(d, split) for d in seed_dirs], seed_dirs)[1:]
-              for split in ('val', 'test')}
-  threshold = metrics_lib.choose_threshold(*averaged['val'], rule=rule)
-  return metrics_lib.binary_metrics(*averaged['test'], threshold), threshold
+  _, labels, probs, threshold = predictions_file.ensemble(seed_dirs, rule)
+  return metrics_lib.binary_metrics(labels, probs, threshold), threshold
 
 
 def build_table(experiment: str, root: str = ROOT) -> str:
