@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Sequence
 
 from absl import app
@@ -25,6 +24,7 @@ import numpy as np
 from evaluation import metrics
 from evaluation import predictions
 from training import run_dir as rd
+from utils import entry
 
 KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
 
@@ -74,16 +74,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  run_dirs = argv[1:]
-  if not run_dirs:
+  if len(argv) < 2:
     raise app.UsageError('give one or more run folders')
-  try:
+  run_dirs = argv[1:]
+  with entry.user_errors():  # a missing or malformed file: one line, exit code 1
     rule = threshold_rule(run_dirs)
     _, labels, probs, threshold = predictions.ensemble(run_dirs, rule)
     table = intervals(labels, probs, threshold, FLAGS.resamples, FLAGS.seed, FLAGS.level)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   what = f'ensemble of {len(run_dirs)} runs' if len(run_dirs) > 1 else run_dirs[0]
   print(f'test split, {what}: {len(labels)} photographs ({int(np.sum(labels == 0))} NRDR, '
         f'{int(np.sum(labels == 1))} RDR), threshold {threshold:.2f} ({rule} on validation)')
