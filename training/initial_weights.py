@@ -43,18 +43,20 @@ def resolve(spec: str, seed: int) -> tuple[str, str | None]:
   """
   path = spec.replace('{seed}', str(seed))
   if os.path.isdir(path):
-    model_file = os.path.join(path, rd.BEST_MODEL)
+    model_file, run = os.path.join(path, rd.BEST_MODEL), path
     if not os.path.isfile(model_file):
       raise ValueError(f'{PARAMETER}: {path} is a folder without {rd.BEST_MODEL}; '
                        'name a trained run or a .keras file')
-    return model_file, path if os.path.isfile(os.path.join(path, rd.RUN_INFO)) else None
-  if not os.path.isfile(path):
+  elif not os.path.isfile(path):
     raise ValueError(f'{PARAMETER}: no such run folder or file {path}')
-  if not path.endswith('.keras'):
+  elif not path.endswith('.keras'):
     raise ValueError(f'{PARAMETER}: {path} is not a Keras model file (.keras)')
-  run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-  is_best = os.path.abspath(path) == os.path.abspath(os.path.join(run, rd.BEST_MODEL))
-  return path, run if is_best and os.path.isfile(os.path.join(run, rd.RUN_INFO)) else None
+  else:  # a run's checkpoint named directly still counts as that run
+    model_file, run = path, os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if os.path.abspath(path) != os.path.abspath(os.path.join(run, rd.BEST_MODEL)):
+      run = None
+  is_run = run is not None and os.path.isfile(os.path.join(run, rd.RUN_INFO))
+  return model_file, run if is_run else None
 
 
 def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
@@ -102,9 +104,9 @@ def load_into(model: keras.Model, model_file: str) -> list[str]:
   return fresh
 
 
-def _seen_by_split(records_dir: str) -> dict[str, set[str]]:
-  return {split: set(datasets.split_hashes(records_dir, split)) for split in ('train', 'val',
-                                                                             'test')}
+def _hashes(records_dir: str, *splits: str) -> set[str]:
+  """SHA-256 of the photographs of the given splits of some records."""
+  return set().union(*(datasets.split_hashes(records_dir, s) for s in splits))
 
 
 def _source_records(source_run: str, records_dir: str) -> tuple[str | None, str]:
@@ -154,10 +156,10 @@ def check_no_leak(source_run: str | None, model_file: str, records_dir: str) -> 
                     'of this run\'s validation or test photographs', PARAMETER, model_file,
                     reason)
     return False
-  theirs, ours = _seen_by_split(records), _seen_by_split(records_dir)
-  for seen, split, verb in ((theirs['train'], 'val', 'validates'),
-                            (theirs['train'] | theirs['val'], 'test', 'tests')):
-    overlap = seen & ours[split]
+  trained = _hashes(records, 'train')
+  for seen, split, verb in ((trained, 'val', 'validates'),
+                            (trained | _hashes(records, 'val'), 'test', 'tests')):
+    overlap = seen & _hashes(records_dir, split)
     if overlap:
       raise ValueError(f'{PARAMETER}: {source_run} saw {len(overlap)} of the photographs this '
                        f'run {verb} on; start from a run whose training and validation '
