@@ -26,9 +26,6 @@ from evaluation import predictions
 from training import run_dir as rd
 from utils import entry
 
-KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
-
-
 def intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
               resamples: int = 2000, seed: int = 0, level: float = 0.95
               ) -> dict[str, tuple[float, float, float]]:
@@ -48,10 +45,11 @@ def intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
   for _ in range(resamples):
     idx = np.concatenate([rng.choice(ix, size=len(ix), replace=True) for ix in by_class])
     m = metrics.binary_metrics(labels[idx], probs[idx], threshold)
-    values.append([m[k] for k in KEYS])
+    values.append([m[k] for k in metrics.REPORTED])
   low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)], axis=0)
   point = metrics.binary_metrics(labels, probs, threshold)
-  return {k: (point[k], float(lo), float(hi)) for k, lo, hi in zip(KEYS, low, high)}
+  return {k: (point[k], float(lo), float(hi))
+          for k, lo, hi in zip(metrics.REPORTED, low, high)}
 
 
 def threshold_rule(run_dirs: Sequence[str]) -> str:

@@ -8,6 +8,8 @@ import numpy as np
 from sklearn import metrics as sk
 
 THRESHOLD_RULES = ('argmax', 'youden', 'sensitivity')
+# The binary metrics the results tables report, in column order.
+REPORTED = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
 
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden',

@@ -50,6 +50,12 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
 OVERSAMPLE_BY = ('class', 'grade')
 
 
+def check_oversample_by(value: str, parameter: str = 'oversample_by') -> None:
+  """Raises ValueError naming `parameter` unless `value` is one of OVERSAMPLE_BY."""
+  if value not in OVERSAMPLE_BY:
+    raise ValueError(f'{parameter} must be one of {OVERSAMPLE_BY}, got {value!r}')
+
+
 def class_weights(counts: list[int], oversample: float | None) -> list[float]:
   """Sampling weight of each group (class or grade) for a target mix.
 
@@ -91,8 +97,7 @@ def steps_per_epoch(manifest: dict[str, Any], batch_size: int,
   With oversample_by='grade' (and any oversampling) an epoch has the steps of a
   class-balanced epoch, so grade and class balancing compare at the same compute.
   """
-  if oversample_by not in OVERSAMPLE_BY:
-    raise ValueError(f'oversample_by must be one of {OVERSAMPLE_BY}, got {oversample_by!r}')
+  check_oversample_by(oversample_by)
   if oversample_by == 'grade' and oversample:
     oversample = 1.0
   counts = _counts(manifest, 'train')
@@ -178,8 +183,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
   if mixup < 0 or (mixup and split != 'train'):
     raise ValueError(f'mixup must be >= 0 and is for the training split only, got {mixup!r} '
                      f'for {split!r}')
-  if oversample_by not in OVERSAMPLE_BY:
-    raise ValueError(f'oversample_by must be one of {OVERSAMPLE_BY}, got {oversample_by!r}')
+  check_oversample_by(oversample_by)
   manifest = tfrecords.read_manifest(records_dir)
   image_size = manifest['params']['image_size']
   ds = _records(records_dir, split, image_size)

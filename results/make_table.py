@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 from evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 from evaluation import predictions as predictions_file  # pylint: disable=g-import-not-at-top
 
-KEYS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
+KEYS = metrics_lib.REPORTED
 HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
 
 

@@ -114,9 +114,7 @@ def train(run_dir: str,
   """
   if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or mixup < 0:
     raise ValueError(f'train.mixup must be a number >= 0 (0 is off), got {mixup!r}')
-  if oversample_by not in datasets.OVERSAMPLE_BY:
-    raise ValueError(f'train.oversample_by must be one of {datasets.OVERSAMPLE_BY}, '
-                     f'got {oversample_by!r}')
+  datasets.check_oversample_by(oversample_by, 'train.oversample_by')
   if init_weights is not None and not isinstance(init_weights, str):
     raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '
                      f'got {init_weights!r}')
