@@ -231,18 +231,19 @@ def _clahe(image: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-def _ben_graham(image: np.ndarray) -> np.ndarray:
+def _ben_graham(image: np.ndarray, sigma_divisor: float = 30.0) -> np.ndarray:
   """Local-average subtraction (Graham, Kaggle DR 2015); the surround stays black.
 
   4 * image - 4 * local_average + 128, where the local average is a Gaussian blur
-  (sigma = size / 30) taken over retina pixels only, so the dark surround does not leave a
-  bright rim along the edge of the retina. Everything outside the retina is then black.
+  (sigma = size / sigma_divisor; Graham's 30 for 'ben_graham') taken over retina pixels
+  only, so the dark surround does not leave a bright rim along the edge of the retina.
+  Everything outside the retina is then black. A smaller sigma keeps only finer detail.
   """
   try:
     mask = retina_mask(image)
   except ImageError:
     mask = np.ones(image.shape[:2], dtype=bool)
-  sigma = max(image.shape[:2]) / 30
+  sigma = max(image.shape[:2]) / sigma_divisor
   weight = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigmaX=sigma)
   total = cv2.GaussianBlur(image.astype(np.float32) * mask[..., None], (0, 0), sigmaX=sigma)
   local_average = total / np.maximum(weight, 1e-3)[..., None]
@@ -256,6 +257,9 @@ _CONTRAST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     'none': lambda image: image,
     'clahe': _clahe,
     'ben_graham': _ben_graham,
+    # The blur at half and at twice Graham's sigma (configs/grids/idrid_ben_graham_sigma.gin).
+    'ben_graham_fine': lambda image: _ben_graham(image, sigma_divisor=60.0),
+    'ben_graham_coarse': lambda image: _ben_graham(image, sigma_divisor=15.0),
 }
 
 
@@ -264,7 +268,8 @@ def apply_contrast(image: np.ndarray, method: str | None) -> np.ndarray:
 
   Args:
     image: RGB uint8 array.
-    method: None or 'none' (unchanged), 'clahe' or 'ben_graham'.
+    method: None or 'none' (unchanged), 'clahe', 'ben_graham' (blur sigma size / 30),
+      'ben_graham_fine' (size / 60) or 'ben_graham_coarse' (size / 15).
 
   Returns:
     RGB uint8 array of the same shape.

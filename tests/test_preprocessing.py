@@ -114,7 +114,8 @@ def test_pad_to_square_is_black_and_centred(shape, rows, cols):
   assert square.sum() == image.sum()  # everything else is black
 
 
-@pytest.mark.parametrize('contrast', [None, 'none', 'clahe', 'ben_graham'])
+@pytest.mark.parametrize('contrast', [None, 'none', 'clahe', 'ben_graham', 'ben_graham_fine',
+                                      'ben_graham_coarse'])
 def test_preprocess_image_shape_and_dtype(fundus, contrast):
   out = preprocessing.preprocess_image(fundus, size=97, contrast=contrast)
   assert out.shape == (97, 97, 3) and out.dtype == np.uint8
@@ -147,6 +148,23 @@ def test_ben_graham_centres_the_retina_on_grey_and_keeps_the_surround_black(fund
   assert out[:4].max() == 0 and out[-4:].max() == 0
   rim = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
   assert np.percentile(out[rim], 95) < 200  # no bright ring along the edge
+
+
+def test_ben_graham_sigma_sets_the_size_of_what_survives(fundus):
+  # A lesion-like bright patch 16 px across on a 256 px photograph: a blur finer than the
+  # patch takes most of it away as local average, a coarser one keeps it; a 2 px dot
+  # (a microaneurysm's scale) is kept by all three.
+  image = preprocessing.preprocess_image(fundus, size=256).astype(np.int16)
+  image[112:128, 112:128] += 40
+  image[160:162, 160:162] += 40
+  image = np.clip(image, 0, 255).astype(np.uint8)
+  patch = {m: preprocessing.apply_contrast(image, m)[116:124, 116:124].mean() - 128
+           for m in ['ben_graham_fine', 'ben_graham', 'ben_graham_coarse']}
+  assert patch['ben_graham_fine'] < patch['ben_graham'] < patch['ben_graham_coarse']
+  assert patch['ben_graham_coarse'] > 2 * patch['ben_graham_fine']
+  for method in patch:
+    dot = preprocessing.apply_contrast(image, method)[160:162, 160:162].mean()
+    assert dot > 128 + 100, method
 
 
 def test_unknown_contrast_names_the_method(fundus):
