@@ -39,6 +39,9 @@ class Augmentation:
     vertical_flip: Flip top-bottom with probability 1/2.
     brightness: Maximum relative brightness change (gain in [1 - b, 1 + b]).
     contrast: Maximum relative contrast change (factor in [1 - c, 1 + c]).
+    erase: Cutout (DeVries and Taylor, 2017): with probability 1/2, one square of side
+      uniform in (0, erase] times the image side, placed uniformly, is painted in the mean
+      colour of the retina; the surround stays black. 0 (the default) switches it off.
   """
   rotation: float = 180.0
   shift: float = 0.05
@@ -48,6 +51,7 @@ class Augmentation:
   vertical_flip: bool = True
   brightness: float = 0.2
   contrast: float = 0.2
+  erase: float = 0.0
 
 
 def affine_matrix(rng: np.random.Generator, size: int, aug: Augmentation) -> np.ndarray:
@@ -81,16 +85,31 @@ def augment_image(image: np.ndarray, seed: np.ndarray, aug: Augmentation) -> np.
   out = cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
   gain = rng.uniform(1 - aug.brightness, 1 + aug.brightness) if aug.brightness else 1.0
   factor = rng.uniform(1 - aug.contrast, 1 + aug.contrast) if aug.contrast else 1.0
+  retina = None
   if gain != 1.0 or factor != 1.0:
     # Contrast around the mean of the retina (non-black pixels), so the surround
     # stays black: out = (x * gain - m) * factor + m with m the retina mean * gain.
-    gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
-    _, retina = cv2.threshold(gray, 10, 255, cv2.THRESH_BINARY)
+    gray, retina = _gray_and_retina(out)
     mean = cv2.mean(gray, mask=retina)[0] * gain
     # addWeighted saturates to [0, 255] (convertScaleAbs would mirror negatives).
     out = cv2.addWeighted(out, gain * factor, out, 0.0, mean * (1.0 - factor))
     out = cv2.bitwise_and(out, out, mask=retina)
+  if aug.erase and rng.random() < 0.5:
+    side = max(1, int(round(rng.uniform(0.0, aug.erase) * size)))
+    top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    if retina is None:
+      _, retina = _gray_and_retina(out)
+    fill = cv2.mean(out, mask=retina)[:3]
+    out[top:top + side, left:left + side] = np.round(fill).astype(np.uint8)
+    out = cv2.bitwise_and(out, out, mask=retina)
   return out
+
+
+def _gray_and_retina(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Grey levels of an RGB image and its retina mask (grey above 10: 255, else 0)."""
+  gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+  _, retina = cv2.threshold(gray, 10, 255, cv2.THRESH_BINARY)
+  return gray, retina
 
 
 def augment_batch(images: np.ndarray, seeds: np.ndarray, aug: Augmentation) -> np.ndarray:

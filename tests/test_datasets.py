@@ -202,6 +202,33 @@ def test_augmenting_threads_get_the_lowest_priority_but_not_the_callers_thread()
   assert seen['niceness'] == augment.BACKGROUND_NICENESS
 
 
+def test_cutout_paints_one_square_in_the_retina_colour_and_keeps_the_surround_black():
+  rng = np.random.default_rng(1)
+  image = np.zeros((64, 64, 3), np.uint8)
+  image[8:56, 8:56] = rng.integers(60, 200, (48, 48, 3), dtype=np.uint8)  # the "retina"
+  no_change = dict(rotation=0, shift=0, zoom=0, shear=0, horizontal_flip=False,
+                   vertical_flip=False, brightness=0, contrast=0)
+  cutout = augment.Augmentation(**no_change, erase=0.5)
+  mean = image[8:56, 8:56].reshape(-1, 3).mean(axis=0)
+  erased = 0
+  for i in range(40):
+    out = augment.augment_image(image, np.array([7, i]), cutout)
+    changed = np.any(out != image, axis=-1)
+    assert out[:8].max() == 0 and out[:, :8].max() == 0  # the surround stays black
+    if not changed.any():
+      continue
+    erased += 1
+    rows, cols = np.nonzero(changed)
+    box = out[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = box[np.any(box > 0, axis=-1)]  # the square's part on the retina
+    assert len(box) > 0
+    np.testing.assert_allclose(box, np.broadcast_to(mean, box.shape), atol=1)
+    assert rows.max() - rows.min() < 33 and cols.max() - cols.min() < 33  # side <= 0.5 * 64
+  assert 10 < erased < 30  # with probability 1/2
+  off = augment.Augmentation(**no_change)
+  np.testing.assert_array_equal(augment.augment_image(image, np.array([7, 0]), off), image)
+
+
 def test_brightness_keeps_surround_black():
   image = np.zeros((32, 32, 3), np.uint8)
   image[8:24, 8:24] = 100
