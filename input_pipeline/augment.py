@@ -3,7 +3,7 @@
 Rotation, shift, zoom, shear and both flips are composed into a single affine matrix
 and applied with one `cv2.warpAffine` (bilinear, black fill like the fundus surround,
 on four channels: OpenCV's faster path); brightness and contrast are one saturating
-`cv2.addWeighted` on the same pixels.
+`cv2.addWeighted` on the same pixels. Cutout (`erase`, off by default) comes last.
 Chaining seven Keras random layers resamples the image once per geometric layer and
 runs about four times slower on two CPU cores (see benchmarks/input_pipeline.py).
 
@@ -39,9 +39,11 @@ class Augmentation:
     vertical_flip: Flip top-bottom with probability 1/2.
     brightness: Maximum relative brightness change (gain in [1 - b, 1 + b]).
     contrast: Maximum relative contrast change (factor in [1 - c, 1 + c]).
-    erase: Cutout (DeVries and Taylor, 2017): with probability 1/2, one square of side
-      uniform in (0, erase] times the image side, placed uniformly, is painted in the mean
-      colour of the retina; the surround stays black. 0 (the default) switches it off.
+    erase: Cutout (DeVries and Taylor, 2017): with probability 1/2, the retina pixels of
+      one square are painted in the mean colour of the retina. Its side is round(u * image
+      side) pixels, u uniform in [0, erase), at least 1; it lies wholly inside the image, at
+      a uniform position. The surround stays black. 0 (the default) switches it off; at
+      most 1.
   """
   rotation: float = 180.0
   shift: float = 0.05
@@ -52,6 +54,10 @@ class Augmentation:
   brightness: float = 0.2
   contrast: float = 0.2
   erase: float = 0.0
+
+  def __post_init__(self):
+    if not 0.0 <= self.erase <= 1.0:
+      raise ValueError(f'augment.Augmentation.erase must lie in [0, 1], got {self.erase!r}')
 
 
 def affine_matrix(rng: np.random.Generator, size: int, aug: Augmentation) -> np.ndarray:
@@ -99,9 +105,9 @@ def augment_image(image: np.ndarray, seed: np.ndarray, aug: Augmentation) -> np.
     top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
     if retina is None:
       _, retina = _gray_and_retina(out)
-    fill = cv2.mean(out, mask=retina)[:3]
-    out[top:top + side, left:left + side] = np.round(fill).astype(np.uint8)
-    out = cv2.bitwise_and(out, out, mask=retina)
+    fill = np.round(cv2.mean(out, mask=retina)[:3]).astype(np.uint8)
+    square = out[top:top + side, left:left + side]  # a view: painted in place
+    square[retina[top:top + side, left:left + side] > 0] = fill
   return out
 
 

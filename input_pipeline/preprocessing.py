@@ -235,9 +235,11 @@ def _ben_graham(image: np.ndarray, sigma_divisor: float = 30.0) -> np.ndarray:
   """Local-average subtraction (Graham, Kaggle DR 2015); the surround stays black.
 
   4 * image - 4 * local_average + 128, where the local average is a Gaussian blur
-  (sigma = size / sigma_divisor; Graham's 30 for 'ben_graham') taken over retina pixels
-  only, so the dark surround does not leave a bright rim along the edge of the retina.
-  Everything outside the retina is then black. A smaller sigma keeps only finer detail.
+  (sigma = size / sigma_divisor) taken over retina pixels only, so the dark surround does
+  not leave a bright rim along the edge of the retina. Everything outside the retina is then
+  black. A smaller sigma keeps only finer detail. Graham blurred at the retina's radius / 30,
+  about size / 60 of this crop (whose side is the retina's diameter): 'ben_graham_fine'.
+  'ben_graham' blurs at twice that.
   """
   try:
     mask = retina_mask(image)
@@ -257,7 +259,7 @@ _CONTRAST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     'none': lambda image: image,
     'clahe': _clahe,
     'ben_graham': _ben_graham,
-    # The blur at half and at twice Graham's sigma (configs/grids/idrid_ben_graham_sigma.gin).
+    # Half and twice the blur of 'ben_graham' (configs/grids/idrid_ben_graham_sigma.gin).
     'ben_graham_fine': lambda image: _ben_graham(image, sigma_divisor=60.0),
     'ben_graham_coarse': lambda image: _ben_graham(image, sigma_divisor=15.0),
 }

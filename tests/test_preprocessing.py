@@ -127,7 +127,8 @@ def test_preprocess_image_pads_the_cut_disc_top_and_bottom(fundus):
   assert out[64, 2].mean() > 40 and out[64, -3].mean() > 40  # retina reaches both sides
 
 
-@pytest.mark.parametrize('method', ['clahe', 'ben_graham'])
+@pytest.mark.parametrize('method', ['clahe', 'ben_graham', 'ben_graham_fine',
+                                    'ben_graham_coarse'])
 def test_contrast_changes_the_image_and_keeps_its_shape(fundus, method):
   image = preprocessing.preprocess_image(fundus, size=128)
   out = preprocessing.apply_contrast(image, method)
@@ -140,9 +141,10 @@ def test_no_contrast_leaves_the_image_unchanged(fundus, method):
   np.testing.assert_array_equal(preprocessing.apply_contrast(fundus, method), fundus)
 
 
-def test_ben_graham_centres_the_retina_on_grey_and_keeps_the_surround_black(fundus):
+@pytest.mark.parametrize('method', ['ben_graham', 'ben_graham_fine', 'ben_graham_coarse'])
+def test_ben_graham_centres_the_retina_on_grey_and_keeps_the_surround_black(fundus, method):
   image = preprocessing.preprocess_image(fundus, size=128)
-  out = preprocessing.apply_contrast(image, 'ben_graham')
+  out = preprocessing.apply_contrast(image, method)
   mask = preprocessing.retina_mask(image)
   assert abs(np.median(out[mask]) - 128) < 15
   assert out[:4].max() == 0 and out[-4:].max() == 0
