@@ -83,6 +83,12 @@ def read_manifest(records_dir: str) -> dict[str, Any]:
     return json.load(f)
 
 
+def shards_present(records_dir: str, manifest: dict[str, Any]) -> bool:
+  """Whether every shard that `manifest` (of `records_dir`) lists is on disk."""
+  return all(os.path.isfile(os.path.join(records_dir, name))
+             for names in manifest.get('shards', {}).values() for name in names)
+
+
 def shard_paths(records_dir: str, split: str) -> list[str]:
   """Absolute paths of one split's shards, from the manifest."""
   manifest = read_manifest(records_dir)
@@ -165,9 +171,7 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
     raise FileExistsError(f'{out_dir} is a file, not a folder; choose another --out_dir')
   if os.path.isfile(manifest_path) and not force:
     existing = read_manifest(out_dir)
-    shards_present = all(os.path.isfile(os.path.join(out_dir, name))
-                         for names in existing.get('shards', {}).values() for name in names)
-    if existing.get('fingerprint') == fingerprint and shards_present:
+    if existing.get('fingerprint') == fingerprint and shards_present(out_dir, existing):
       logging.info('reusing TFRecords in %s (inputs and parameters unchanged)', out_dir)
       existing['reused'] = True
       return existing

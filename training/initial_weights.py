@@ -21,7 +21,6 @@ could not be made.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -29,6 +28,7 @@ from absl import logging
 import keras
 
 from input_pipeline import datasets
+from input_pipeline import integrity
 from input_pipeline import tfrecords
 from training import run_dir as rd
 
@@ -124,9 +124,8 @@ def _source_records(source_run: str, records_dir: str) -> tuple[str | None, str]
     manifest = tfrecords.read_manifest(theirs)
   except (OSError, ValueError):
     return None, f'its records {theirs or "(none named)"} are gone'
-  if manifest.get('fingerprint') != info.get('records_fingerprint') or not all(
-      os.path.isfile(os.path.join(theirs, name))
-      for names in manifest.get('shards', {}).values() for name in names):
+  if (manifest.get('fingerprint') != info.get('records_fingerprint')
+      or not tfrecords.shards_present(theirs, manifest)):
     return None, f'its records {theirs} have changed since'
   ours = tfrecords.read_manifest(records_dir).get('data_dir')
   if os.path.realpath(manifest.get('data_dir') or '') != os.path.realpath(ours or ''):
@@ -172,10 +171,8 @@ def initialise(model: keras.Model, spec: str, seed: int, records_dir: str) -> di
   model_file, source_run = resolve(spec, seed)
   checked = check_no_leak(source_run, model_file, records_dir)
   fresh = load_into(model, model_file)
-  with open(model_file, 'rb') as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
   loaded = len(_weighted_layers(model)) - len(fresh)
   logging.info('%s: %d layers from %s%s', PARAMETER, loaded, model_file,
                f'; kept as initialised: {", ".join(fresh)}' if fresh else '')
-  return dict(file=os.path.abspath(model_file), sha256=digest, fresh_layers=fresh,
-              leakage_checked=checked)
+  return dict(file=os.path.abspath(model_file), sha256=integrity.file_hash(model_file),
+              fresh_layers=fresh, leakage_checked=checked)
