@@ -12,7 +12,9 @@ Grad-CAM can read any intermediate output by layer name):
   block_group_l3   8x8x64
   final_bn, final_relu  8x8x64  <- LAST_CONV_LAYER, the feature map Grad-CAM explains
                                (stem_pool=False: stages at 64, 32 and 16 px, final 16x16)
-  avg_pool         64
+  avg_pool         64          global average (head_pool='avg', the default); 'max':
+                               max_pool instead; 'avg_max': avg_pool and max_pool
+                               concatenated by concat_pool, 128
   dropout          (only when dropout > 0)
   logits           num_classes  Dense, linear
   predictions      num_classes  softmax (float32)
@@ -127,6 +129,21 @@ def resolve_stages(spec: str,
   return [(f, b, s[2]) for f, b, s in zip(filters, blocks, stages)]
 
 
+HEAD_POOLS = ('avg', 'max', 'avg_max')
+
+
+def _head_pool(x, head_pool: str):
+  """The feature map pooled to one vector per image (see `build_resnet_v2`)."""
+  pooled = []
+  if head_pool in ('avg', 'avg_max'):
+    pooled.append(keras.layers.GlobalAveragePooling2D(name='avg_pool')(x))
+  if head_pool in ('max', 'avg_max'):
+    pooled.append(keras.layers.GlobalMaxPooling2D(name='max_pool')(x))
+  if len(pooled) == 1:
+    return pooled[0]
+  return keras.layers.Concatenate(name='concat_pool')(pooled)
+
+
 @registry.register('resnet_v2')
 @gin.configurable(module='resnet_v2', denylist=['input_shape', 'num_classes'])
 def build_resnet_v2(input_shape: Sequence[int],
@@ -136,6 +153,7 @@ def build_resnet_v2(input_shape: Sequence[int],
                     blocks_per_stage: Sequence[int] | int | None = None,
                     stem_filters: int = 16,
                     stem_pool: bool = True,
+                    head_pool: str = 'avg',
                     dropout: float = 0.0,
                     weight_decay: float = 0.0,
                     bn_momentum: float = 0.9) -> keras.Model:
@@ -152,6 +170,9 @@ def build_resnet_v2(input_shape: Sequence[int],
     stem_pool: Keep the stem's 3x3 max-pool. Without it every stage sees twice the
       resolution (final map 16x16 on 256x256 inputs) at 4 times the stages' FLOPs (2.6
       times the whole 'simplified_wide' net's: the stem convolution is unchanged).
+    head_pool: How the final feature map becomes one vector per image: 'avg' (global
+      average), 'max' (global maximum, which a few strong local responses such as
+      isolated lesions can set on their own) or 'avg_max' (both, concatenated).
     dropout: Dropout rate before the classifier; no dropout layer when 0.
     weight_decay: L2 factor on every conv and dense kernel (loss += wd * sum(w**2));
       no regulariser when 0.
@@ -173,6 +194,9 @@ def build_resnet_v2(input_shape: Sequence[int],
     raise ValueError(f'dropout must be in [0, 1), got {dropout}')
   if weight_decay < 0:
     raise ValueError(f'weight_decay must be >= 0, got {weight_decay}')
+  if head_pool not in HEAD_POOLS:
+    raise ValueError(f'resnet_v2.build_resnet_v2.head_pool must be one of {HEAD_POOLS}, '
+                     f'got {head_pool!r}')
 
   inputs = keras.Input(shape=tuple(input_shape), dtype='float32', name='image')
   x = _conv(stem_filters, 7, 2, 'stem_conv', weight_decay)(inputs)
@@ -188,7 +212,7 @@ def build_resnet_v2(input_shape: Sequence[int],
 
   x = _bn('final_bn', bn_momentum)(x)
   x = keras.layers.ReLU(name=LAST_CONV_LAYER)(x)
-  x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+  x = _head_pool(x, head_pool)
   if dropout > 0:
     x = keras.layers.Dropout(dropout, name='dropout')(x)
   x = keras.layers.Dense(

@@ -11,6 +11,7 @@ import tensorflow as tf
 import models
 from models import registry
 from models.flops import count_flops
+from visualization import grad_cam
 
 # Stages as (filters, blocks, first stride), written out here independently of the spec
 # table so that a change to RESNET_V2_SPECS shows up as a test failure.
@@ -101,6 +102,28 @@ def test_without_stem_pool_maps_double_and_stage_flops_quadruple():
   stem = 2 * 128 * 128 * 7 * 7 * 3 * 16
   assert (count_flops(wide) - stem) / (count_flops(pooled) - stem) == pytest.approx(4, rel=0.02)
   assert models.find_last_conv_layer(model) == 'final_relu'
+
+
+@pytest.mark.parametrize('head_pool, features', [('max', 64), ('avg_max', 128)])
+def test_head_pool_max_and_avg_max(head_pool, features):
+  gin.parse_config(f"resnet_v2.build_resnet_v2.head_pool = '{head_pool}'")
+  model = models.build_model(input_shape=(256, 256, 3), num_classes=2)
+  # Only the classifier grows: 64 more inputs to 'logits' per pooled vector beyond one.
+  assert model.count_params() == _expected_params(_SIMPLIFIED, 2) + (features - 64) * 2
+  assert model.get_layer('logits').input.shape == (None, features)
+  images = _images(2, seed=3)
+  probe = keras.Model(model.inputs, [model.get_layer('final_relu').output,
+                                     model.get_layer('max_pool').output])
+  conv, maxed = (t.numpy() for t in probe(images))
+  np.testing.assert_allclose(maxed, conv.max(axis=(1, 2)), rtol=1e-6)
+  # Grad-CAM still reads the same feature map and gets a map for every image.
+  maps = grad_cam.grad_cam(model, images)
+  assert maps.shape[0] == 2 and np.all(np.isfinite(maps))
+
+
+def test_unknown_head_pool_names_the_parameter():
+  with pytest.raises(ValueError, match=r'head_pool.*\'mean\''):
+    models.build_resnet_v2((64, 64, 3), 2, head_pool='mean')
 
 
 def test_identity_shortcut_when_shape_is_kept():
