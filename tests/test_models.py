@@ -70,7 +70,7 @@ def test_stable_layer_names_and_grad_cam_access():
     for part in ('bn1', 'relu1', 'conv1', 'bn2', 'relu2', 'conv2', 'shortcut', 'add'):
       expected.add(f'block_group_l{i}_block1_{part}')
   assert expected <= names
-  assert 'dropout' not in names
+  assert not {'dropout', 'max_pool', 'concat_pool'} & names  # head_pool 'avg': average only
   assert models.LAST_CONV_LAYER == 'final_relu'
   assert models.find_last_conv_layer(model) == 'final_relu'
   assert model.get_layer('stem_pool').output.shape == (None, 64, 64, 16)
@@ -112,10 +112,13 @@ def test_head_pool_max_and_avg_max(head_pool, features):
   assert model.count_params() == _expected_params(_SIMPLIFIED, 2) + (features - 64) * 2
   assert model.get_layer('logits').input.shape == (None, features)
   images = _images(2, seed=3)
-  probe = keras.Model(model.inputs, [model.get_layer('final_relu').output,
-                                     model.get_layer('max_pool').output])
-  conv, maxed = (t.numpy() for t in probe(images))
-  np.testing.assert_allclose(maxed, conv.max(axis=(1, 2)), rtol=1e-6)
+  probe = keras.Model(model.input, [model.get_layer('final_relu').output,
+                                    model.get_layer('logits').input])
+  conv, pooled = (t.numpy() for t in probe(images))
+  expected = [conv.max(axis=(1, 2))]
+  if head_pool == 'avg_max':  # the average first, then the maximum
+    expected.insert(0, conv.mean(axis=(1, 2)))
+  np.testing.assert_allclose(pooled, np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-6)
   # Grad-CAM still reads the same feature map and gets a map for every image.
   maps = grad_cam.grad_cam(model, images)
   assert maps.shape[0] == 2 and np.all(np.isfinite(maps))
