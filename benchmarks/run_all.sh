@@ -9,12 +9,17 @@ if [ ! -d "$DATA" ]; then
   echo "run_all.sh: IDRiD folder not found: $DATA (give its path as the first argument)" >&2
   exit 2
 fi
+tf_version="$(python -c 'import absl, tensorflow as tf; print(tf.__version__)' 2>/dev/null)" || {
+  echo "run_all.sh: '$(command -v python || echo python)' cannot import tensorflow and absl;" \
+    "activate the project's environment first (. .venv/bin/activate)" >&2
+  exit 2
+}
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 export TF_CPP_MIN_LOG_LEVEL=2
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || uname -m)"
 if grep -qw avx512f /proc/cpuinfo; then avx=AVX-512; elif grep -qw avx2 /proc/cpuinfo; then avx='AVX2, no AVX-512'; else avx='no AVX2'; fi
-echo "machine: $(nproc) cores, ${cpu:-$(uname -m)} ($avx), TensorFlow $(python -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)"
+echo "machine: $(nproc) cores, ${cpu:-$(uname -m)} ($avx), TensorFlow $tf_version"
 # Runs one benchmark script, then prints its label and seconds, so a slow machine shows
 # where the time went. Its stderr (TensorFlow's start-up chatter) is kept aside and shown
 # only if the script fails, which stops the whole run.
