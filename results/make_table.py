@@ -16,8 +16,8 @@ README's tune:<grid> block; grids with `train.seed` among their parameters show 
 over the seeds. If results/<experiment>/localisation.json exists (written by
 `python -m visualization.localisation`), its table replaces the README's localisation
 block. Blocks missing from the README are skipped (the tables still go to
-results/<experiment>/). With --check, exits 1 if the README is out of date instead of
-writing it.
+results/<experiment>/). With --check, nothing is written: it exits 1, naming the stale
+files, if README.md or a results/<experiment>/table.md is out of date.
 """
 
 import csv
@@ -99,8 +99,8 @@ def _replace_block(readme: str, tag: str, content: str) -> str:
   return pattern.sub(lambda _: f'{start}\n{content}{end}', readme)
 
 
-def localisation_table(experiment: str) -> str | None:
-  path = os.path.join(ROOT, 'results', experiment, 'localisation.json')
+def localisation_table(experiment: str, root: str = ROOT) -> str | None:
+  path = os.path.join(root, 'results', experiment, 'localisation.json')
   if not os.path.isfile(path):
     return None
   from visualization import localisation  # pylint: disable=g-import-not-at-top
@@ -174,35 +174,57 @@ def experiments(root: str = ROOT) -> list[str]:
                  for m in glob.glob(os.path.join(root, 'results', '*', 'seed_*', 'metrics.json'))})
 
 
-def update_readme(readme: str, experiment: str) -> str:
-  """README with every block of `experiment` regenerated; writes its table.md."""
-  table = build_table(experiment)
-  with open(os.path.join(ROOT, 'results', experiment, 'table.md'), 'w') as f:
-    f.write(table)
+def update_readme(readme: str, experiment: str, root: str = ROOT,
+                  write: bool = True) -> tuple[str, bool]:
+  """README with every block of `experiment` regenerated, and whether its table.md is current.
+
+  With write=True, results/<experiment>/table.md is (re)written; with write=False nothing
+  is written.
+  """
+  table = build_table(experiment, root=root)
+  table_path = os.path.join(root, 'results', experiment, 'table.md')
+  current = False
+  if os.path.isfile(table_path):
+    with open(table_path) as f:
+      current = f.read() == table
+  if write and not current:
+    with open(table_path, 'w') as f:
+      f.write(table)
   updated = _replace_block(readme, f'results:{experiment}', table)
-  for grid, markdown in tune_tables(experiment):
+  for grid, markdown in tune_tables(experiment, root=root):
     updated = _replace_block(updated, f'tune:{grid}', markdown)
-  loc = localisation_table(experiment)
+  loc = localisation_table(experiment, root=root)
   if loc is not None:
     updated = _replace_block(updated, f'localisation:{experiment}', loc)
   print(f'{experiment}:\n{table}')
-  return updated
+  return updated, current
 
 
-def main():
-  names = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--experiment=')]
-  check = '--check' in sys.argv
-  readme_path = os.path.join(ROOT, 'README.md')
+def main(argv: list[str] | None = None, root: str = ROOT) -> int:
+  """Regenerates the tables; with --check, writes nothing and returns 1 if any is stale."""
+  argv = sys.argv[1:] if argv is None else argv
+  names = [a.split('=', 1)[1] for a in argv if a.startswith('--experiment=')]
+  check = '--check' in argv
+  readme_path = os.path.join(root, 'README.md')
   with open(readme_path) as f:
     readme = f.read()
-  updated = readme
-  for experiment in names or experiments():
-    updated = update_readme(updated, experiment)
+  updated, stale = readme, []
+  for experiment in names or experiments(root):
+    updated, current = update_readme(updated, experiment, root=root, write=not check)
+    if not current:
+      stale.append(os.path.join('results', experiment, 'table.md'))
+  if updated != readme:
+    stale.append('README.md')
   if check:
-    sys.exit(0 if updated == readme else 1)
-  with open(readme_path, 'w') as f:
-    f.write(updated)
+    if stale:
+      print(f'out of date: {", ".join(stale)} (run python results/make_table.py)',
+            file=sys.stderr)
+    return 1 if stale else 0
+  if updated != readme:
+    with open(readme_path, 'w') as f:
+      f.write(updated)
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

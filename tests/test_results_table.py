@@ -58,3 +58,24 @@ def test_tune_table_groups_seeds_into_mean_and_sd(tmp_path):
   sd = np.std([0.80, 0.70], ddof=1)
   assert lines[2] == f'| 256 | 2 | 0.750 +- {sd:.3f} | 110 |'
   assert lines[3] == '| 512 | 1 | 0.900 +- 0.000 | 300 |'  # the failed trial is left out
+
+
+def test_check_writes_nothing_and_names_stale_files(tmp_path, capsys):
+  labels = np.array([0, 0, 1, 1, 1])
+  _seed(tmp_path, 0, (labels, [0.2, 0.6, 0.7, 0.8, 0.4]), (labels, [0.1, 0.6, 0.9, 0.4, 0.8]))
+  readme = tmp_path / 'README.md'
+  readme.write_text('# r\n<!-- results:exp:start -->\nold\n<!-- results:exp:end -->\n')
+  table_md = tmp_path / 'results' / 'exp' / 'table.md'
+
+  assert make_table.main(['--check'], root=str(tmp_path)) == 1
+  assert 'out of date: results/exp/table.md, README.md' in capsys.readouterr().err
+  assert 'old' in readme.read_text() and not table_md.exists()  # --check wrote nothing
+
+  assert make_table.main([], root=str(tmp_path)) == 0
+  assert '| seed 0 |' in readme.read_text() and table_md.read_text() in readme.read_text()
+  assert make_table.main(['--check'], root=str(tmp_path)) == 0
+
+  table_md.write_text('edited by hand\n')
+  assert make_table.main(['--check'], root=str(tmp_path)) == 1
+  assert table_md.read_text() == 'edited by hand\n'
+  assert 'out of date: results/exp/table.md' in capsys.readouterr().err
