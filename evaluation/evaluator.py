@@ -42,6 +42,16 @@ def check_tta(tta: int) -> None:
     raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
 
 
+# Splits evaluate() scores: the training split is an endless, augmented stream.
+EVAL_SPLITS = ('val', 'test')
+
+
+def check_splits(splits: Sequence[str]) -> None:
+  """Raises ValueError naming evaluate.splits unless it lists 'val' and/or 'test'."""
+  if isinstance(splits, str) or not splits or any(s not in EVAL_SPLITS for s in splits):
+    raise ValueError(f'evaluate.splits must list splits among {EVAL_SPLITS}, got {splits!r}')
+
+
 def average_views(model: keras.Model, images: tf.Tensor | np.ndarray, tta: int = 1
                   ) -> np.ndarray:
   """Class probabilities of a batch averaged over its first `tta` dihedral views."""
@@ -57,7 +67,7 @@ def predict(model: keras.Model, records_dir: str, split: str, batch_size: int = 
   Args:
     model: Classifier returning class probabilities.
     records_dir: Folder written by `tfrecords.build_tfrecords`.
-    split: 'train', 'val' or 'test'.
+    split: 'val' or 'test' (`EVAL_SPLITS`).
     batch_size: Photographs per forward pass.
     tta: Test-time augmentation: probabilities averaged over the first `tta` of the
       eight `dihedral_view`s of each photograph (1: the photograph alone).
@@ -122,7 +132,13 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   if write_figures and gradcam_galleries > 0:
     attribution_methods.get(gallery_method)  # An unknown name fails before any work.
   check_tta(tta)
+  check_splits(splits)
+  metrics_lib.check_threshold_rule(threshold_rule, min_sensitivity)
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
+  if info.get('status') != 'completed':
+    logging.warning('%s has not finished training (run.json status %r): evaluating the best '
+                    'checkpoint of the epochs done so far; rerun train.py with the same '
+                    '--run_dir to finish it', run_dir, info.get('status'))
   records_dir, class_names = info['records_dir'], info['class_names']
   manifest = tfrecords.read_manifest(records_dir)
   if info.get('records_fingerprint') not in (None, manifest['fingerprint']):

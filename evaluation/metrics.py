@@ -8,8 +8,26 @@ import numpy as np
 from sklearn import metrics as sk
 
 THRESHOLD_RULES = ('argmax', 'youden', 'sensitivity')
+# Scalar metrics of metrics.json: of the binary task, of the five grades, and of the
+# referable task of a five-grade model. Any of them can rank the trials of a grid search.
+BINARY_METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'precision',
+                  'f1', 'roc_auc')
+GRADE_METRICS = ('accuracy', 'balanced_accuracy', 'quadratic_kappa', 'f1_macro')
+SCALAR_METRICS = tuple(dict.fromkeys(BINARY_METRICS + GRADE_METRICS + tuple(
+    f'referable_{k}' for k in BINARY_METRICS)))
 # The binary metrics the results tables report, in column order.
 REPORTED = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1', 'roc_auc')
+
+
+def check_threshold_rule(rule: str, min_sensitivity: float = 0.9,
+                         prefix: str = 'evaluate.') -> None:
+  """Raises ValueError, naming the gin parameter, for an unknown rule or target."""
+  if rule not in THRESHOLD_RULES:
+    raise ValueError(f'unknown {prefix}threshold_rule {rule!r}; choose one of {THRESHOLD_RULES}')
+  if rule == 'sensitivity' and (isinstance(min_sensitivity, bool) or not isinstance(
+      min_sensitivity, (int, float)) or not 0 < min_sensitivity <= 1):
+    raise ValueError(f'{prefix}min_sensitivity must be a fraction in (0, 1], '
+                     f'got {min_sensitivity!r}')
 
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden',
@@ -22,15 +40,14 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden'
     rule: 'argmax' (0.5, the softmax decision), 'youden' (maximises sensitivity +
       specificity, i.e. balanced accuracy), or 'sensitivity' (the highest threshold
       reaching `min_sensitivity`).
-    min_sensitivity: Target of the 'sensitivity' rule.
+    min_sensitivity: Target of the 'sensitivity' rule, a fraction in (0, 1].
 
   Returns:
     A threshold t: photographs with P(RDR) >= t are called RDR.
   """
+  check_threshold_rule(rule, min_sensitivity, prefix='')
   if rule == 'argmax':
     return 0.5
-  if rule not in THRESHOLD_RULES:
-    raise ValueError(f'unknown threshold rule {rule!r}; choose one of {THRESHOLD_RULES}')
   if len(np.unique(labels)) < 2:
     raise ValueError(f'threshold rule {rule!r} needs both classes in the validation split')
   fpr, tpr, thresholds = sk.roc_curve(labels, probs)

@@ -89,6 +89,16 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   assert other.returncode == 1 and 'another configuration' in other.stderr
   assert (run / 'checkpoints/best.keras').stat().st_mtime == mtime
 
+  # Bad evaluation settings: one line naming the parameter, the last results left as they are.
+  written = (run / 'metrics.json').read_bytes()
+  for binding, message in (("evaluate.splits = ['valid']", 'evaluate.splits'),
+                           ('evaluate.min_sensitivity = 95', 'evaluate.min_sensitivity')):
+    bad = _run('evaluate.py', f'--run_dir={run}', f'--gin_bindings={binding}',
+               "--gin_bindings=evaluate.threshold_rule = 'sensitivity'", env=env)
+    errors = [l for l in bad.stderr.splitlines() if l.startswith('error:')]
+    assert bad.returncode == 1 and len(errors) == 1 and message in errors[0], bad.stderr[-2000:]
+  assert (run / 'metrics.json').read_bytes() == written
+
   # Records changed since training: evaluation refuses instead of mixing splits.
   manifest_path = os.path.join(info['records_dir'], 'manifest.json')
   manifest = json.loads(open(manifest_path).read())
@@ -203,6 +213,11 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   proc.wait()
   done_before = len(history.read_text().splitlines()) - 1
   assert 2 <= done_before < 6
+  seconds_before = json.loads((run / 'run.json').read_text())['train_seconds']
+  assert seconds_before > 0  # the epochs done before the kill are counted
+  unfinished = _run('evaluate.py', f'--run_dir={run}',
+                    '--gin_bindings=evaluate.write_figures = False', env=env)
+  assert unfinished.returncode == 0 and 'has not finished training' in unfinished.stderr
 
   result = _run('train.py', *args, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -221,7 +236,8 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
     rows = list(csv.DictReader(f))
   best_row = max(rows, key=lambda r: float(r['val_balanced_accuracy']))
   assert best['value'] == pytest.approx(float(best_row['val_balanced_accuracy']))
-  assert json.loads((run / 'run.json').read_text())['status'] == 'completed'
+  info = json.loads((run / 'run.json').read_text())
+  assert info['status'] == 'completed' and info['train_seconds'] > seconds_before
 
 
 def test_deterministic_runs_are_identical(tmp_path, env):
@@ -291,8 +307,11 @@ def test_threshold_rules():
   assert 0.2 < youden <= 0.3
   assert metrics.binary_metrics(labels, probs, youden)['balanced_accuracy'] == 1.0
   assert metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=0.3) == 0.9
-  with pytest.raises(ValueError, match='threshold rule'):
+  with pytest.raises(ValueError, match="unknown threshold_rule 'median'"):
     metrics.choose_threshold(labels, probs, 'median')
+  # A percentage instead of a fraction: no threshold reaches 95, so it is refused by name.
+  with pytest.raises(ValueError, match=r'min_sensitivity must be a fraction in \(0, 1\], got 95'):
+    metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=95)
 
 
 def test_keras_metrics_match_sklearn():

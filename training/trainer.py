@@ -196,12 +196,18 @@ def train(run_dir: str,
   # best value and history row are written.
   # With weight averaging, the averaged weights are swapped in at the end of each epoch
   # (after validation has been run on them), so the callbacks below see and save them.
+  start = time.time()
   callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
   callbacks += [
       keras.callbacks.ModelCheckpoint(
           os.path.join(run_dir, rd.BEST_MODEL), monitor=monitor, mode=monitor_mode,
           save_best_only=True, initial_value_threshold=cb.read_best(run_dir, monitor)),
       cb.BestValue(run_dir, monitor, monitor_mode),
+      # Training time so far, in run.json after every epoch: a run that is stopped and
+      # resumed reports the time of all its epochs, not only those after the resume.
+      keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rd.write_json(
+          info_path, dict(info, train_seconds=round(
+              info['train_seconds'] + time.time() - start, 1)))),
       keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
       keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
       _SaveOperativeConfig(os.path.join(run_dir, rd.OPERATIVE_CONFIG)),
@@ -215,7 +221,6 @@ def train(run_dir: str,
   # Keras warns when the (finite) validation set ends, which is intended here.
   warnings.filterwarnings('ignore', message='Your input ran out of data')
   warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
-  start = time.time()
   model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
             callbacks=callbacks, verbose=0)
   best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
