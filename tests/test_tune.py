@@ -141,13 +141,24 @@ def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cach
   assert trial['status'] == 'failed' and 'bogus' in trial['error']
 
 
-def test_misspelt_grid_parameter_fails_before_any_trial(tmp_path, cache_dir):
-  grid = _grid_file(tmp_path, "{'train.learnin_rate': [1e-2, 1e-3]}")
+@pytest.mark.parametrize('grid, extra, message', [
+    ("{'train.learnin_rate': [1e-2, 1e-3]}", '', 'learnin_rate'),
+    # Misspelt metrics would leave the ranking column empty after every trial had run.
+    ("{'train.learning_rate': [1e-2, 1e-3]}",
+     "tune.grid_search.selection_metric = 'balanced_acc'", "selection_metric = 'balanced_acc'"),
+    ("{'train.learning_rate': [1e-2, 1e-3]}",
+     "tune.grid_search.metrics = ['roc_auc', 'kappa']", "['kappa']"),
+])
+def test_misspelt_grid_setting_fails_before_any_trial(tmp_path, cache_dir, grid, extra,
+                                                      message):
+  grid = _grid_file(tmp_path, grid)
+  with open(grid, 'a') as f:
+    f.write(extra + '\n')
   run_dir = tmp_path / 'run'
   proc = _tune(run_dir, grid, cache_dir)
   assert proc.returncode == 1
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-  assert len(errors) == 1 and 'learnin_rate' in errors[0], proc.stderr[-2000:]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
   assert not run_dir.exists()
 
 
@@ -215,6 +226,14 @@ def test_shipped_grids_parse_for_every_trial(experiment, grid, min_trials, monke
   trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
   assert len(trials) >= min_trials
   assert len(search.check_trials(trials, [experiment, grid], [])) == len(trials)
+  # ...and ranks and logs metrics that metrics.json has.
+  bound = {'selection_metric': 'balanced_accuracy', 'metrics': search.DEFAULT_METRICS}
+  for name in bound:
+    try:
+      bound[name] = gin.query_parameter(f'tune.grid_search.{name}')
+    except ValueError:
+      pass  # not bound: the default
+  search._check_metrics(bound['selection_metric'], bound['metrics'])  # pylint: disable=protected-access
 
 
 def test_summary_without_a_completed_trial_lists_failures():

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from absl import logging
 import gin
 
+from evaluation import metrics as metrics_lib
 from training import data
 from training import run_dir as rd
 from tuning import grid as grid_lib
@@ -185,6 +186,7 @@ def grid_search(run_dir: str,
   """
   raw, from_gin = _raw_grid(grid)
   _check_args(raw, from_gin, parallel, selection_mode)
+  _check_metrics(selection_metric, metrics)
   trials, grid_values = grid_lib.expand(raw), grid_lib.validate(raw)
   metrics = list(dict.fromkeys([*metrics, selection_metric]))
   gin_files, gin_bindings = list(gin_files), list(gin_bindings)
@@ -252,6 +254,18 @@ def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: st
   if selection_mode not in ('max', 'min'):
     raise ValueError("tune.grid_search.selection_mode must be 'max' or 'min', "
                      f'got {selection_mode!r}')
+
+
+def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
+  """A misspelt metric would rank nothing after the whole grid ran: refused before it."""
+  known = metrics_lib.SCALAR_METRICS
+  if selection_metric not in known:
+    raise ValueError(f'tune.grid_search.selection_metric = {selection_metric!r} is not a '
+                     f'metric of metrics.json; choose one of {known}')
+  unknown = [m for m in metrics if m not in known]
+  if isinstance(metrics, str) or unknown:
+    raise ValueError(f'tune.grid_search.metrics: {unknown or metrics!r} not metrics of '
+                     f'metrics.json; choose among {known}')
 
 
 def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int, gin_files: list[str],
