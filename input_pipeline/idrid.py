@@ -24,6 +24,8 @@ import dataclasses
 import os
 from typing import Callable
 
+from absl import logging
+
 SPLITS = ('train', 'test')
 GRADES = (0, 1, 2, 3, 4)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
@@ -156,7 +158,7 @@ def read_labels(csv_path: str) -> list[tuple[str, int, int]]:
       grade = int(grade_text)
     except ValueError:
       raise DataError(f'{csv_path}:{line_no}: grade {grade_text!r} of {name} '
-                      'is not a number') from None
+                      'is not a whole number (expected 0-4)') from None
     if grade not in GRADES:
       raise DataError(f'{csv_path}:{line_no}: unknown grade {grade} for {name} '
                       '(expected 0-4)')
@@ -187,7 +189,7 @@ def load_records(data_dir: str) -> tuple[list[Record], list[Reject]]:
   """Reads both splits of an IDRiD folder.
 
   A label row whose photograph is missing becomes a `Reject`; photographs that have
-  no label row are ignored.
+  no label row are left out, with a warning that names them.
 
   Returns:
     (records sorted by split and name, rejects).
@@ -206,6 +208,11 @@ def load_records(data_dir: str) -> tuple[list[Record], list[Reject]]:
                               f'label row in {os.path.basename(csv_path)} has no image'))
         continue
       split_records.append(Record(split, name, images[name], grade, dme))
+    unlabelled = sorted(set(images) - {r.name for r in split_records})
+    if unlabelled:
+      logging.warning('%d photograph(s) in %s have no row in %s and are left out: %s%s',
+                      len(unlabelled), image_dir, os.path.basename(csv_path),
+                      ', '.join(unlabelled[:5]), ', ...' if len(unlabelled) > 5 else '')
     if not split_records:
       raise DataError(f'split {split} is empty: no labelled photograph in {image_dir}')
     records.extend(split_records)

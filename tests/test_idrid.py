@@ -1,6 +1,7 @@
 """Reading IDRiD folders and label files, including the official quirks and bad input."""
 
 import shutil
+from unittest import mock
 
 import pytest
 
@@ -81,11 +82,14 @@ def test_label_file_that_is_not_text_names_file(tmp_path):
     idrid.read_labels(str(path))
 
 
-@pytest.mark.parametrize('grade', ['5', '-1', 'x'])
-def test_bad_grade_names_file_and_line(tmp_path, grade):
+@pytest.mark.parametrize('grade, reason', [('5', 'unknown grade 5'), ('-1', 'unknown grade -1'),
+                                           ('x', "'x' of IDRiD_001 is not a whole number"),
+                                           ('2.0', "'2.0' of IDRiD_001 is not a whole number")])
+def test_bad_grade_names_file_and_line(tmp_path, grade, reason):
   csv = _write(tmp_path / 'labels.csv', OFFICIAL_TRAIN_HEADER + f'IDRiD_001,{grade},0\n')
-  with pytest.raises(idrid.DataError, match=r'labels\.csv:2:.*IDRiD_001'):
+  with pytest.raises(idrid.DataError, match=r'labels\.csv:2:.*IDRiD_001') as info:
     idrid.read_labels(str(csv))
+  assert reason in str(info.value) and 'expected 0-4' in str(info.value)
 
 
 def test_duplicate_row(tmp_path):
@@ -102,6 +106,19 @@ def test_label_row_without_image_is_rejected(tmp_path, synthetic_dir):
   assert len(records) == 47
   assert [(r.split, r.name) for r in rejects] == [('train', 'IDRiD_003')]
   assert 'has no image' in rejects[0].reason
+
+
+def test_photograph_without_label_row_is_left_out_with_a_warning(tmp_path, synthetic_dir):
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  shutil.copytree(synthetic_dir, data)
+  train = data / 'B. Disease Grading/1. Original Images/a. Training Set'
+  shutil.copy(train / 'IDRiD_003.jpg', train / 'IDRiD_999.jpg')
+  warnings = []
+  with mock.patch.object(logging, 'warning', lambda msg, *a: warnings.append(msg % a)):
+    records, rejects = idrid.load_records(str(data))
+  assert 'IDRiD_999' not in {r.name for r in records} and not rejects
+  assert len(warnings) == 1 and 'IDRiD_999' in warnings[0] and 'no row in' in warnings[0]
 
 
 def test_empty_split_is_an_error(tmp_path, synthetic_dir):
