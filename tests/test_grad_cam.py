@@ -288,9 +288,14 @@ def test_explain_calls_the_class_with_the_runs_validation_threshold(trained_run,
   photo = str(_synthetic_photo(trained_run))
   before = explain.explain_file(str(run), photo, out=str(tmp_path / 'a.png'))
   assert before['threshold'] is None  # not evaluated yet: the most probable class
+  assert explain.decision_text(before).endswith(', the most probable class)')
   p_rdr = before['probabilities']['RDR']
-  for threshold, called in ((p_rdr + 1e-3, 'NRDR'), (max(p_rdr - 1e-3, 0.0), 'RDR')):
+  for threshold, called, sign in ((p_rdr + 1e-3, 'NRDR', '<'),
+                                  (max(p_rdr - 1e-3, 0.0), 'RDR', '>=')):
     (run / 'metrics.json').write_text(json.dumps({'threshold': threshold, 'tta': 1}))
     result = explain.explain_file(str(run), photo, out=str(tmp_path / 'b.png'))
     assert result['predicted'] == called and result['threshold'] == threshold
+    # The printed reason states the comparison that was made, for either call.
+    assert explain.decision_text(result).startswith(
+        f'{called} (P(RDR) = {p_rdr:.3f} {sign} {threshold:.3f}, the threshold')
     assert result['probabilities']['RDR'] == pytest.approx(p_rdr, abs=1e-5)

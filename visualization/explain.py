@@ -126,12 +126,18 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   with entry.user_errors():
     result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
-  p = result['probabilities']
-  rule = ('most probable class' if result['threshold'] is None else
-          f'P({list(p)[1]}) >= {result["threshold"]:.3f}, the threshold chosen on validation')
-  print(f'{result["image"]}: predicted {result["predicted"]} '
-        f'(p={result["probability"]:.3f}; {rule}); {result["method"]} for '
+  print(f'{result["image"]}: predicted {decision_text(result)}; {result["method"]} for '
         f'{result["explained"]} -> {result["out"]}')
+
+
+def decision_text(result: dict[str, Any]) -> str:
+  """The call and why, e.g. 'NRDR (P(RDR) = 0.049 < 0.800, the threshold chosen on validation)'."""
+  if result['threshold'] is None:
+    return f'{result["predicted"]} (p={result["probability"]:.3f}, the most probable class)'
+  positive, threshold = list(result['probabilities'])[1], result['threshold']
+  p = result['probabilities'][positive]
+  return (f'{result["predicted"]} (P({positive}) = {p:.3f} {">=" if p >= threshold else "<"} '
+          f'{threshold:.3f}, the threshold chosen on validation)')
 
 
 if __name__ == '__main__':
