@@ -32,6 +32,5 @@ def user_errors() -> Iterator[None]:
           NotADirectoryError, ValueError) as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     logging.debug('details', exc_info=True)  # --verbosity=1 shows the traceback
-    logging.error('%s', message)
-    print(f'error: {message}', file=sys.stderr)
+    print(f'error: {message}', file=sys.stderr)  # once: not also as a log line
     sys.exit(1)
