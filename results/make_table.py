@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None, root: str = ROOT) -> int:
     if stale:
       print(f'out of date: {", ".join(stale)} (run python results/make_table.py)',
             file=sys.stderr)
-    return 1 if stale else 0
+      return 1
+    print('up to date: README.md and every results/<experiment>/table.md')
+    return 0
   if updated != readme:
     with open(readme_path, 'w') as f:
       f.write(updated)

@@ -73,7 +73,9 @@ def test_check_writes_nothing_and_names_stale_files(tmp_path, capsys):
 
   assert make_table.main([], root=str(tmp_path)) == 0
   assert '| seed 0 |' in readme.read_text() and table_md.read_text() in readme.read_text()
+  capsys.readouterr()
   assert make_table.main(['--check'], root=str(tmp_path)) == 0
+  assert 'up to date' in capsys.readouterr().out
 
   table_md.write_text('edited by hand\n')
   assert make_table.main(['--check'], root=str(tmp_path)) == 1
