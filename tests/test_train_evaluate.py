@@ -218,6 +218,7 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   unfinished = _run('evaluate.py', f'--run_dir={run}',
                     '--gin_bindings=evaluate.write_figures = False', env=env)
   assert unfinished.returncode == 0 and 'has not finished training' in unfinished.stderr
+  assert (run / 'metrics.json').is_file()
 
   result = _run('train.py', *args, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -238,6 +239,8 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert best['value'] == pytest.approx(float(best_row['val_balanced_accuracy']))
   info = json.loads((run / 'run.json').read_text())
   assert info['status'] == 'completed' and info['train_seconds'] > seconds_before
+  # The evaluation of the unfinished run is gone: it would pass for the finished run's.
+  assert not (run / 'metrics.json').exists()
 
 
 def test_deterministic_runs_are_identical(tmp_path, env):

@@ -181,6 +181,13 @@ def train(run_dir: str,
                                    mixup=mixup, oversample_by=oversample_by)
   val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
+  # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
+  # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
+  stale = os.path.join(run_dir, rd.METRICS)
+  if os.path.isfile(stale):
+    os.remove(stale)
+    logging.info('removed %s: it evaluated the run before it finished; evaluate it again '
+                 'when training ends', stale)
 
   info = dict(status='running', config_hash=config_hash,
               records_fingerprint=manifest['fingerprint'], data_dir=os.path.abspath(data_dir),
