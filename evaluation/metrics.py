@@ -8,8 +8,9 @@ import numpy as np
 from sklearn import metrics as sk
 
 THRESHOLD_RULES = ('argmax', 'youden', 'sensitivity')
-# Scalar metrics of metrics.json: of the binary task, of the five grades, and of the
-# referable task of a five-grade model. Any of them can rank the trials of a grid search.
+# Names of the scalar metrics metrics.json can hold: of the binary task, of the five
+# grades, and of the referable task of a five-grade model (which of them a run has depends
+# on its labels). A grid search ranks and logs only these names.
 BINARY_METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'precision',
                   'f1', 'roc_auc')
 GRADE_METRICS = ('accuracy', 'balanced_accuracy', 'quadratic_kappa', 'f1_macro')
@@ -21,7 +22,12 @@ REPORTED = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'f1',
 
 def check_threshold_rule(rule: str, min_sensitivity: float = 0.9,
                          prefix: str = 'evaluate.') -> None:
-  """Raises ValueError, naming the gin parameter, for an unknown rule or target."""
+  """Checks a threshold rule and its target before any work.
+
+  Raises:
+    ValueError: For an unknown rule, or a 'sensitivity' target outside (0, 1]; the
+      message names the gin parameter (`prefix` + name).
+  """
   if rule not in THRESHOLD_RULES:
     raise ValueError(f'unknown {prefix}threshold_rule {rule!r}; choose one of {THRESHOLD_RULES}')
   if rule == 'sensitivity' and (isinstance(min_sensitivity, bool) or not isinstance(

@@ -233,7 +233,8 @@ def test_shipped_grids_parse_for_every_trial(experiment, grid, min_trials, monke
       bound[name] = gin.query_parameter(f'tune.grid_search.{name}')
     except ValueError:
       pass  # not bound: the default
-  search._check_metrics(bound['selection_metric'], bound['metrics'])  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  search._check_metrics(bound['selection_metric'], bound['metrics'])
 
 
 def test_summary_without_a_completed_trial_lists_failures():

@@ -262,10 +262,13 @@ def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
   if selection_metric not in known:
     raise ValueError(f'tune.grid_search.selection_metric = {selection_metric!r} is not a '
                      f'metric of metrics.json; choose one of {known}')
+  if isinstance(metrics, str):
+    raise ValueError(f'tune.grid_search.metrics must be a list of metric names, got '
+                     f'{metrics!r}')
   unknown = [m for m in metrics if m not in known]
-  if isinstance(metrics, str) or unknown:
-    raise ValueError(f'tune.grid_search.metrics: {unknown or metrics!r} not metrics of '
-                     f'metrics.json; choose among {known}')
+  if unknown:
+    raise ValueError(f'tune.grid_search.metrics: {unknown!r} not metrics of metrics.json; '
+                     f'choose among {known}')
 
 
 def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int, gin_files: list[str],
