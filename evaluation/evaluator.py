@@ -21,6 +21,9 @@ from training import run_dir as rd
 from visualization import galleries
 from visualization import registry as attribution_methods
 
+# Splits evaluate() scores: the training split is an endless, augmented stream.
+EVAL_SPLITS = ('val', 'test')
+
 
 def load_best_model(run_dir: str) -> keras.Model:
   """The best checkpoint of a run (weights and architecture, no optimizer)."""
@@ -40,10 +43,6 @@ def check_tta(tta: int) -> None:
   """Raises ValueError unless `tta` is a number of dihedral views, 1 to 8."""
   if not 1 <= tta <= 8:
     raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
-
-
-# Splits evaluate() scores: the training split is an endless, augmented stream.
-EVAL_SPLITS = ('val', 'test')
 
 
 def check_splits(splits: Sequence[str]) -> None:

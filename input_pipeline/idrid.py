@@ -166,7 +166,7 @@ def read_labels(csv_path: str) -> list[tuple[str, int, int]]:
       dme = int(dme_text) if dme_text else -1
     except ValueError:
       raise DataError(f'{csv_path}:{line_no}: macular-edema risk {dme_text!r} of '
-                      f'{name} is not a number') from None
+                      f'{name} is not a whole number') from None
     if not name:
       raise DataError(f'{csv_path}:{line_no}: empty image name')
     if name in seen:

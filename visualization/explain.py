@@ -110,6 +110,19 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
               threshold=threshold, explained=class_names[explained], method=method, out=out)
 
 
+def decision_text(result: dict[str, Any]) -> str:
+  """The call and why it was made.
+
+  E.g. 'NRDR (P(RDR) = 0.049 < 0.800, the threshold chosen on validation)'.
+  """
+  if result['threshold'] is None:
+    return f'{result["predicted"]} (p={result["probability"]:.3f}, the most probable class)'
+  positive, threshold = list(result['probabilities'])[1], result['threshold']
+  p = result['probabilities'][positive]
+  return (f'{result["predicted"]} (P({positive}) = {p:.3f} {">=" if p >= threshold else "<"} '
+          f'{threshold:.3f}, the threshold chosen on validation)')
+
+
 def _define_flags() -> None:
   flags.DEFINE_string('run_dir', None, 'Run directory written by train.py.', required=True)
   flags.DEFINE_string('image', None, 'Fundus photograph to explain.', required=True)
@@ -128,16 +141,6 @@ def main(argv: Sequence[str]) -> None:
     result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
   print(f'{result["image"]}: predicted {decision_text(result)}; {result["method"]} for '
         f'{result["explained"]} -> {result["out"]}')
-
-
-def decision_text(result: dict[str, Any]) -> str:
-  """The call and why, e.g. 'NRDR (P(RDR) = 0.049 < 0.800, the threshold chosen on validation)'."""
-  if result['threshold'] is None:
-    return f'{result["predicted"]} (p={result["probability"]:.3f}, the most probable class)'
-  positive, threshold = list(result['probabilities'])[1], result['threshold']
-  p = result['probabilities'][positive]
-  return (f'{result["predicted"]} (P({positive}) = {p:.3f} {">=" if p >= threshold else "<"} '
-          f'{threshold:.3f}, the threshold chosen on validation)')
 
 
 if __name__ == '__main__':
