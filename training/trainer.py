@@ -199,11 +199,15 @@ def train(run_dir: str,
   rd.write_json(info_path, info)
   rd.write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
   os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
+  start = time.time()
+
+  def seconds_so_far() -> float:  # this run's earlier parts included
+    return round(info['train_seconds'] + time.time() - start, 1)
+
   # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
   # best value and history row are written.
   # With weight averaging, the averaged weights are swapped in at the end of each epoch
   # (after validation has been run on them), so the callbacks below see and save them.
-  start = time.time()
   callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
   callbacks += [
       keras.callbacks.ModelCheckpoint(
@@ -213,8 +217,7 @@ def train(run_dir: str,
       # Training time so far, in run.json after every epoch: a run that is stopped and
       # resumed reports the time of all its epochs, not only those after the resume.
       keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rd.write_json(
-          info_path, dict(info, train_seconds=round(
-              info['train_seconds'] + time.time() - start, 1)))),
+          info_path, dict(info, train_seconds=seconds_so_far()))),
       keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
       keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
       _SaveOperativeConfig(os.path.join(run_dir, rd.OPERATIVE_CONFIG)),
@@ -231,8 +234,7 @@ def train(run_dir: str,
   model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
             callbacks=callbacks, verbose=0)
   best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
-  info.update(status='completed', best=best,
-              train_seconds=round(info['train_seconds'] + time.time() - start, 1))
+  info.update(status='completed', best=best, train_seconds=seconds_so_far())
   rd.write_json(info_path, info)
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])
