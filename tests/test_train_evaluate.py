@@ -302,6 +302,16 @@ def test_binary_metrics_against_hand_computed_values():
   assert m['roc_auc'] == pytest.approx(auc)
 
 
+def test_metric_name_lists_match_what_metrics_json_holds():
+  # tune.py refuses names outside SCALAR_METRICS, so the lists must follow the functions.
+  labels, probs = np.array([0, 1, 2, 3, 4]), np.eye(5)
+  binary = metrics.binary_metrics(labels > 1, probs[:, 2:].sum(axis=1), 0.5)
+  grades = metrics.multiclass_metrics(labels, probs)
+  scalar = lambda m: {k for k, v in m.items() if isinstance(v, float)} - {'threshold'}
+  assert scalar(binary) == set(metrics.BINARY_METRICS)
+  assert scalar(grades) == set(metrics.GRADE_METRICS)
+
+
 def test_threshold_rules():
   labels = np.array([0, 0, 0, 1, 1, 1])
   probs = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.9])
