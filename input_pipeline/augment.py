@@ -95,27 +95,36 @@ def augment_image(image: np.ndarray, seed: np.ndarray, aug: Augmentation) -> np.
   if gain != 1.0 or factor != 1.0:
     # Contrast around the mean of the retina (non-black pixels), so the surround
     # stays black: out = (x * gain - m) * factor + m with m the retina mean * gain.
-    gray, retina = _gray_and_retina(out)
-    mean = cv2.mean(gray, mask=retina)[0] * gain
+    retina = _retina_grey(out)
+    mean = _mean_of_nonzero(retina) * gain
     # addWeighted saturates to [0, 255] (convertScaleAbs would mirror negatives).
     out = cv2.addWeighted(out, gain * factor, out, 0.0, mean * (1.0 - factor))
-    out = cv2.bitwise_and(out, out, mask=retina)
+    out = cv2.copyTo(out, retina)  # the surround back to black
   if aug.erase and rng.random() < 0.5:
     side = max(1, int(round(rng.uniform(0.0, aug.erase) * size)))
     top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
     if retina is None:
-      _, retina = _gray_and_retina(out)
+      retina = _retina_grey(out)
     fill = np.round(cv2.mean(out, mask=retina)[:3]).astype(np.uint8)
     square = out[top:top + side, left:left + side]  # a view: painted in place
     square[retina[top:top + side, left:left + side] > 0] = fill
   return out
 
 
-def _gray_and_retina(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Grey levels of an RGB image and its retina mask (grey above 10: 255, else 0)."""
+def _retina_grey(image: np.ndarray) -> np.ndarray:
+  """Grey levels of an RGB image on its retina (grey above 10), 0 on the surround.
+
+  Non-zero exactly where the retina is, so it also serves as the retina's mask.
+  """
   gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  _, retina = cv2.threshold(gray, 10, 255, cv2.THRESH_BINARY)
-  return gray, retina
+  return cv2.threshold(gray, 10, 255, cv2.THRESH_TOZERO)[1]
+
+
+def _mean_of_nonzero(gray: np.ndarray) -> float:
+  """`cv2.mean(gray, mask=gray)` to the last bit (sum times the reciprocal of the count,
+  0 for an empty mask), in a third of its time."""
+  count = cv2.countNonZero(gray)
+  return cv2.sumElems(gray)[0] * (1.0 / count) if count else 0.0
 
 
 def augment_batch(images: np.ndarray, seeds: np.ndarray, aug: Augmentation) -> np.ndarray:

@@ -259,3 +259,31 @@ def test_contrast_is_monotonic_on_dark_pixels():
   for i in range(10):
     row = augment.augment_image(image, np.array([2, i]), strong)[16, 4:28, 0].astype(int)
     assert np.all(np.diff(row) >= 0), row  # darker stays darker: no mirrored values
+
+
+def test_contrast_pivots_on_the_retina_mean_not_the_surround():
+  # Half the image is black surround; contrast alone must leave the retina's mean level
+  # where it was (a pivot that counted the surround would darken the retina).
+  image = np.zeros((32, 32, 3), np.uint8)
+  image[:, 16:] = np.tile(np.array([60, 200], np.uint8), 256).reshape(32, 16, 1)
+  contrast_only = augment.Augmentation(rotation=0, shift=0, zoom=0, shear=0,
+                                       horizontal_flip=False, vertical_flip=False,
+                                       brightness=0.0, contrast=0.5)
+  factors = set()
+  for i in range(10):
+    out = augment.augment_image(image, np.array([3, i]), contrast_only)
+    assert out[:, :16].max() == 0
+    assert abs(out[:, 16:].mean() - 130.0) <= 0.5
+    factors.add(int(out[0, 16, 0]))
+  assert len(factors) > 3  # the contrast did change
+
+
+def test_retina_mean_matches_opencv_masked_mean():
+  rng = np.random.default_rng(0)
+  for image in [np.zeros((16, 16, 3), np.uint8),
+                *(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(20))]:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    _, mask = cv2.threshold(gray, 10, 255, cv2.THRESH_BINARY)
+    retina = augment._retina_grey(image)
+    np.testing.assert_array_equal(retina > 0, mask > 0)
+    assert augment._mean_of_nonzero(retina) == cv2.mean(gray, mask=mask)[0]
