@@ -56,11 +56,19 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden'
     return 0.5
   if len(np.unique(labels)) < 2:
     raise ValueError(f'threshold rule {rule!r} needs both classes in the validation split')
-  fpr, tpr, thresholds = sk.roc_curve(labels, probs)
+  # Every distinct score is a candidate: the default thinning drops the points of straight
+  # stretches of the curve, which can hold the highest threshold reaching a sensitivity
+  # target and the middle of a range of tied Youden indices.
+  fpr, tpr, thresholds = sk.roc_curve(labels, probs, drop_intermediate=False)
   finite = np.isfinite(thresholds)
   fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
   if rule == 'youden':
-    best = np.flatnonzero(tpr - fpr == np.max(tpr - fpr))
+    # Youden's J = tpr - fpr, compared in whole counts (J * positives * negatives), so that
+    # ties are ties: 2/3 - 1/3 and 1 - 2/3 differ in floating point.
+    positives = int(np.sum(np.asarray(labels) == 1))
+    negatives = len(labels) - positives
+    j = np.rint(tpr * positives) * negatives - np.rint(fpr * negatives) * positives
+    best = np.flatnonzero(j == np.max(j))
     # Among ties, the middle of the tied range is the least fragile choice.
     return float(thresholds[best[len(best) // 2]])
   reaching = np.flatnonzero(tpr >= min_sensitivity)

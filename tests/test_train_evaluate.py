@@ -327,6 +327,19 @@ def test_threshold_rules():
     metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=95)
 
 
+def test_threshold_rules_see_every_point_of_the_roc_curve():
+  # Straight stretches of the ROC curve: sklearn's default thinning drops their inner
+  # points, which hold these answers.
+  labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+  probs = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
+  # The highest threshold reaching 60 % sensitivity: 0.7 calls 3 of the 5 RDR.
+  assert metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=0.6) == 0.7
+  # Youden ties at 0.7, 0.8 and 0.9 (J = 0 at each): the middle one.
+  labels = np.array([1, 1, 1, 0, 0, 0])
+  probs = np.array([0.9, 0.8, 0.7, 0.8, 0.7, 0.1])
+  assert metrics.choose_threshold(labels, probs, 'youden') == 0.8
+
+
 def test_keras_metrics_match_sklearn():
   import keras
   from training import metrics as keras_metrics
