@@ -13,8 +13,6 @@ the spread over seeds shows). Nothing is written.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 from absl import app
@@ -23,8 +21,8 @@ import numpy as np
 
 from evaluation import metrics
 from evaluation import predictions
-from training import run_dir as rd
 from utils import entry
+
 
 def intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
               resamples: int = 2000, seed: int = 0, level: float = 0.95
@@ -52,22 +50,6 @@ def intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
           for k, lo, hi in zip(metrics.REPORTED, low, high)}
 
 
-def threshold_rule(run_dirs: Sequence[str]) -> str:
-  """The threshold rule the runs were evaluated with (metrics.json); all must agree."""
-  rules = set()
-  for d in run_dirs:
-    path = os.path.join(d, rd.METRICS)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'{path}: not found; run evaluate.py first')
-    try:
-      rules.add(rd.read_json(path).get('threshold_rule', 'youden'))
-    except (json.JSONDecodeError, AttributeError) as e:
-      raise ValueError(f'{path}: not a metrics file ({type(e).__name__})') from None
-  if len(rules) > 1:
-    raise ValueError(f'the runs were evaluated with different threshold rules: {sorted(rules)}')
-  return rules.pop()
-
-
 FLAGS = flags.FLAGS
 
 
@@ -76,12 +58,13 @@ def main(argv):
     raise app.UsageError('give one or more run folders')
   run_dirs = argv[1:]
   with entry.user_errors():  # a missing or malformed file: one line, exit code 1
-    rule = threshold_rule(run_dirs)
-    _, labels, probs, threshold = predictions.ensemble(run_dirs, rule)
+    rule, min_sensitivity = predictions.common_threshold_setting(run_dirs)
+    _, labels, probs, threshold = predictions.ensemble(run_dirs, rule, min_sensitivity)
     table = intervals(labels, probs, threshold, FLAGS.resamples, FLAGS.seed, FLAGS.level)
   what = f'ensemble of {len(run_dirs)} runs' if len(run_dirs) > 1 else run_dirs[0]
   print(f'test split, {what}: {len(labels)} photographs ({int(np.sum(labels == 0))} NRDR, '
-        f'{int(np.sum(labels == 1))} RDR), threshold {threshold:.2f} ({rule} on validation)')
+        f'{int(np.sum(labels == 1))} RDR), threshold {threshold:.2f} '
+        f'({predictions.describe_rule(rule, min_sensitivity)} on validation)')
   print(f'{FLAGS.level:.0%} interval over {FLAGS.resamples} resamples within each class '
         f'(seed {FLAGS.seed}), threshold fixed')
   for key, (value, low, high) in table.items():

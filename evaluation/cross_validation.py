@@ -139,10 +139,14 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool
   order = _order_as_partition(fold_dirs, runs)
   fold_dirs, runs = [fold_dirs[i] for i in order], [runs[i] for i in order]
   metrics = [_read_json(os.path.join(d, rd.METRICS)) for d in fold_dirs]
-  rules = {m.get('threshold_rule', 'youden') for m in metrics}
-  if len(rules) != 1:
-    raise ValueError(f'the fold runs used different threshold rules: {sorted(rules)}')
-  rule = rules.pop()
+  settings = {predictions_file.threshold_setting(m) for m in metrics}
+  if len(settings) != 1:
+    raise ValueError('the fold runs used different threshold rules: ' + ', '.join(
+        predictions_file.describe_rule(*s) for s in sorted(settings)))
+  rule, min_sensitivity = settings.pop()
+  if rule == 'argmax' and normalise != 'none':
+    raise ValueError(f'the fold runs use the argmax rule (P(RDR) >= 0.5), which scores '
+                     f'normalised with {normalise!r} do not keep; pass --normalise=none')
   raw_val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
   scales = [normaliser(probs, normalise) for _, _, probs in raw_val]
   val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, raw_val)]
@@ -157,19 +161,21 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool
 
   oof_labels = np.concatenate([labels for _, labels, _ in val])
   oof_probs = np.concatenate([probs for _, _, probs in val])
-  threshold = metrics_lib.choose_threshold(oof_labels, oof_probs, rule)
+  threshold = metrics_lib.choose_threshold(oof_labels, oof_probs, rule, min_sensitivity)
   val_metrics = metrics_lib.binary_metrics(oof_labels, oof_probs, threshold)
-  val_metrics['held_out'] = held_out(raw_val, [p for _, _, p in val], rule, normalise)
+  val_metrics['held_out'] = held_out(raw_val, [p for _, _, p in val], rule, normalise,
+                                     min_sensitivity)
   if normalise != 'none':  # for comparison: the same without normalisation
     raw = [probs for _, _, probs in raw_val]
     val_metrics['without_normalisation'] = dict(
         roc_auc=metrics_lib.binary_metrics(oof_labels, np.concatenate(raw))['roc_auc'],
-        held_out=held_out(raw_val, raw, rule, 'none'))
+        held_out=held_out(raw_val, raw, rule, 'none', min_sensitivity))
 
   results = dict(
       cross_validation=dict(num_folds=len(fold_dirs), normalise=normalise,
                             fold_dirs=[os.path.abspath(d) for d in fold_dirs]),
       class_names=CLASS_NAMES, threshold=threshold, threshold_rule=rule,
+      **({'min_sensitivity': min_sensitivity} if rule == 'sensitivity' else {}),
       splits=dict(val=val_metrics),
       folds=[dict(run_dir=m.get('run_dir'), checkpoint_epoch=m.get('checkpoint_epoch'),
                   threshold=m.get('threshold'), val_roc_auc=_val_auc(m))
@@ -192,7 +198,8 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool
 
 
 def held_out(raw_val: Sequence[tuple[Any, np.ndarray, np.ndarray]],
-             scaled: Sequence[np.ndarray], rule: str, normalise: str) -> dict[str, Any]:
+             scaled: Sequence[np.ndarray], rule: str, normalise: str,
+             min_sensitivity: float = 0.9) -> dict[str, Any]:
   """Metrics of each fold at the threshold chosen on the other folds, pooled.
 
   The threshold is chosen on the other folds' `scaled` scores (as in the combined
@@ -203,7 +210,8 @@ def held_out(raw_val: Sequence[tuple[Any, np.ndarray, np.ndarray]],
   for k, (_, fold_labels, probs) in enumerate(raw_val):
     others = [j for j in range(len(raw_val)) if j != k]
     t = metrics_lib.choose_threshold(np.concatenate([raw_val[j][1] for j in others]),
-                                     np.concatenate([scaled[j] for j in others]), rule)
+                                     np.concatenate([scaled[j] for j in others]), rule,
+                                     min_sensitivity)
     order = np.random.default_rng(k).permutation(len(probs))
     halves = (order[:len(order) // 2], order[len(order) // 2:])
     own = np.empty(len(probs))

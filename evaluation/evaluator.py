@@ -171,6 +171,8 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     else:
       threshold = metrics_lib.choose_threshold(*val, threshold_rule, min_sensitivity)
     results.update(threshold=threshold, threshold_rule=threshold_rule)
+    if threshold_rule == 'sensitivity':  # ensembles and cross-validation reuse it
+      results['min_sensitivity'] = min_sensitivity
   for split, (probs, labels, names) in preds.items():
     if binary:
       m = metrics_lib.binary_metrics(labels, probs[:, 1], threshold)

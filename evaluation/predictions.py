@@ -6,12 +6,14 @@ Columns: name, label, then p_<class> for each class (six decimals).
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Sequence
 
 import numpy as np
 
 from evaluation import metrics
+from training import run_dir as rd
 
 
 def path(run_dir: str, split: str) -> str:
@@ -80,15 +82,52 @@ def average_by_name(runs: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]]
   return names, labels, probs
 
 
-def ensemble(run_dirs: Sequence[str], rule: str = 'youden'
+def threshold_setting(metrics_json: dict) -> tuple[str, float]:
+  """(rule, min_sensitivity) a run's threshold was chosen with, from its metrics.json.
+
+  Files without them (older runs) read as the defaults: Youden, target 0.9.
+  """
+  return (metrics_json.get('threshold_rule', 'youden'),
+          float(metrics_json.get('min_sensitivity', 0.9)))
+
+
+def common_threshold_setting(run_dirs: Sequence[str]) -> tuple[str, float]:
+  """The (rule, min_sensitivity) of the runs (their metrics.json); all must agree.
+
+  Raises:
+    FileNotFoundError: A run has no metrics.json.
+    ValueError: A metrics.json is not one, or the runs disagree.
+  """
+  settings = set()
+  for d in run_dirs:
+    file = os.path.join(d, rd.METRICS)
+    if not os.path.isfile(file):
+      raise FileNotFoundError(f'{file}: not found; run evaluate.py first')
+    try:
+      settings.add(threshold_setting(rd.read_json(file)))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+      raise ValueError(f'{file}: not a metrics file ({type(e).__name__})') from None
+  if len(settings) > 1:
+    raise ValueError('the runs were evaluated with different threshold rules: '
+                     + ', '.join(describe_rule(*s) for s in sorted(settings)))
+  return settings.pop()
+
+
+def describe_rule(rule: str, min_sensitivity: float) -> str:
+  """'youden', or 'sensitivity >= 0.95' for the sensitivity rule."""
+  return f'{rule} >= {min_sensitivity:g}' if rule == 'sensitivity' else rule
+
+
+def ensemble(run_dirs: Sequence[str], rule: str = 'youden', min_sensitivity: float = 0.9
              ) -> tuple[list[str], np.ndarray, np.ndarray, float]:
   """Runs' P(RDR) averaged on test, with a threshold from their averaged validation P.
 
   Returns:
-    (test names, labels, mean P(RDR), threshold chosen with `rule` on the validation
-    predictions averaged the same way). One run gives its own predictions.
+    (test names, labels, mean P(RDR), threshold chosen with `rule` (and its
+    `min_sensitivity`) on the validation predictions averaged the same way). One run gives
+    its own predictions.
   """
   averaged = {split: average_by_name([read_referable(d, split) for d in run_dirs], run_dirs)
               for split in ('val', 'test')}
-  threshold = metrics.choose_threshold(*averaged['val'][1:], rule=rule)
+  threshold = metrics.choose_threshold(*averaged['val'][1:], rule, min_sensitivity)
   return (*averaged['test'], threshold)

@@ -39,9 +39,9 @@ KEYS = metrics_lib.REPORTED
 HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
 
 
-def ensemble(seed_dirs, rule):
+def ensemble(seed_dirs, rule, min_sensitivity=0.9):
   """Averaged-probability ensemble: (metrics on test, threshold)."""
-  _, labels, probs, threshold = predictions_file.ensemble(seed_dirs, rule)
+  _, labels, probs, threshold = predictions_file.ensemble(seed_dirs, rule, min_sensitivity)
   return metrics_lib.binary_metrics(labels, probs, threshold), threshold
 
 
@@ -56,13 +56,12 @@ def build_table(experiment: str, root: str = ROOT) -> str:
   if not seed_dirs:
     raise SystemExit(f'no results in results/{experiment}/seed_*')
   rows, values, minutes, fold_values = [], [], [], []
-  rule = None
+  setting = predictions_file.common_threshold_setting(seed_dirs)  # the seeds must agree
   for d in seed_dirs:
     with open(os.path.join(d, 'metrics.json')) as f:
       m = json.load(f)
     with open(os.path.join(d, 'run.json')) as f:
       run = json.load(f)
-    rule = m.get('threshold_rule', 'youden')
     test = m['splits']['test']
     values.append([test[k] for k in KEYS])
     minutes.append(run.get('train_seconds', float('nan')) / 60)
@@ -81,7 +80,7 @@ def build_table(experiment: str, root: str = ROOT) -> str:
     rows.append(f'| single fold models ({len(f)}, each at its own fold\'s threshold) | ' +
                 ' | '.join(f'{a:.3f} +- {s:.3f}'
                            for a, s in zip(f.mean(axis=0), f.std(axis=0, ddof=1))) + ' | |')
-  ens, threshold = ensemble(seed_dirs, rule)
+  ens, threshold = ensemble(seed_dirs, *setting)
   score = 'mean score' if fold_values else 'mean P(RDR)'
   rows.append(f'| ensemble of the {len(v)} seeds ({score}, threshold {threshold:.2f}) | ' +
               ' | '.join(f'{ens[k]:.3f}' for k in KEYS) + ' | |')

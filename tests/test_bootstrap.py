@@ -1,6 +1,7 @@
 """Bootstrap intervals of test metrics (evaluation/bootstrap.py)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from evaluation import bootstrap
+from evaluation import metrics
 from evaluation import predictions
 from tests.conftest import REPO_ROOT
 
@@ -71,3 +73,24 @@ def test_command_scores_the_ensemble_of_the_runs(tmp_path):
   assert missing.returncode == 1
   errors = [l for l in missing.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'predictions_test.csv' in errors[0]
+
+
+def test_ensemble_keeps_the_runs_sensitivity_target(tmp_path):
+  runs = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+  for run, seed in zip(runs, (0, 5)):
+    _fake_run(tmp_path / os.path.basename(run), seed)
+    with open(os.path.join(run, 'metrics.json'), 'w') as f:
+      json.dump({'threshold_rule': 'sensitivity', 'min_sensitivity': 0.5}, f)
+  assert predictions.common_threshold_setting(runs) == ('sensitivity', 0.5)
+  _, labels, probs = predictions.average_by_name(
+      [predictions.read_referable(r, 'val') for r in runs], runs)
+  result = subprocess.run([sys.executable, '-m', 'evaluation.bootstrap', '--resamples=20',
+                           *runs], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  target = metrics.choose_threshold(labels, probs, 'sensitivity', 0.5)
+  assert target != metrics.choose_threshold(labels, probs, 'sensitivity', 0.9)
+  assert f'threshold {target:.2f} (sensitivity >= 0.5 on validation)' in result.stdout
+  with open(os.path.join(runs[1], 'metrics.json'), 'w') as f:
+    json.dump({'threshold_rule': 'youden'}, f)
+  with pytest.raises(ValueError, match='different threshold rules: sensitivity >= 0.5, youden'):
+    predictions.common_threshold_setting(runs)

@@ -188,3 +188,34 @@ def test_results_table_of_a_cross_validated_experiment(tmp_path):
   assert f'{np.mean(fold_bal):.3f} +- {np.std(fold_bal, ddof=1):.3f}' in lines[5]
   assert lines[6].startswith('| ensemble of the 2 seeds (mean score')
   assert len(lines) == 7
+
+
+def _set_rule(dirs, **setting):
+  for d in dirs:
+    path = os.path.join(d, 'metrics.json')
+    m = json.loads(open(path).read())
+    m.update(setting)
+    with open(path, 'w') as f:
+      json.dump(m, f)
+
+
+def test_folds_keep_their_sensitivity_target(tmp_path):
+  dirs = _three_folds(tmp_path)
+  _set_rule(dirs, threshold_rule='sensitivity', min_sensitivity=0.5)
+  results, _, preds = cross_validation.combine(dirs, normalise='none')
+  _, labels, oof = preds['val']
+  assert results['min_sensitivity'] == 0.5
+  assert results['threshold'] == metrics.choose_threshold(labels, oof, 'sensitivity', 0.5)
+  assert results['threshold'] > metrics.choose_threshold(labels, oof, 'sensitivity', 0.9)
+  _set_rule(dirs[:1], min_sensitivity=0.95)
+  with pytest.raises(ValueError, match=r'different threshold rules: sensitivity >= 0.5, '
+                                       r'sensitivity >= 0.95'):
+    cross_validation.combine(dirs, normalise='none')
+
+
+def test_argmax_folds_need_raw_scores(tmp_path):
+  dirs = _three_folds(tmp_path)
+  _set_rule(dirs, threshold_rule='argmax')
+  with pytest.raises(ValueError, match='argmax rule.*--normalise=none'):
+    cross_validation.combine(dirs)
+  assert cross_validation.combine(dirs, normalise='none')[0]['threshold'] == 0.5

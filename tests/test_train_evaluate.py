@@ -98,6 +98,16 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
     errors = [l for l in bad.stderr.splitlines() if l.startswith('error:')]
     assert bad.returncode == 1 and len(errors) == 1 and message in errors[0], bad.stderr[-2000:]
   assert (run / 'metrics.json').read_bytes() == written
+  # The sensitivity rule's target is kept, for the ensembles and cross-validation that
+  # choose thresholds again from the predictions.
+  target = _run('evaluate.py', f'--run_dir={run}',
+                '--gin_bindings=evaluate.min_sensitivity = 0.75',
+                "--gin_bindings=evaluate.threshold_rule = 'sensitivity'",
+                '--gin_bindings=evaluate.write_figures = False', env=env)
+  assert target.returncode == 0, target.stderr[-2000:]
+  kept = json.loads((run / 'metrics.json').read_text())
+  assert kept['threshold_rule'] == 'sensitivity' and kept['min_sensitivity'] == 0.75
+  assert kept['splits']['val']['sensitivity'] >= 0.75
 
   # Records changed since training: evaluation refuses instead of mixing splits.
   manifest_path = os.path.join(info['records_dir'], 'manifest.json')
