@@ -1,6 +1,9 @@
 """The per-photograph predictions file (predictions_<split>.csv) of a run: write and read.
 
-Columns: name, label, then p_<class> for each class (six decimals).
+Columns: name, label, then p_<class> for each class, to the last bit (Python's shortest
+repr of the value): the decision threshold is one validation photograph's P(RDR), so a
+rounded copy could fall on the other side of it. Files written before this format held six
+decimals; they read the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def write(file: str, names, labels, probs, class_names) -> None:
     writer = csv.writer(f)
     writer.writerow(['name', 'label'] + [f'p_{c}' for c in class_names])
     for name, label, p in zip(names, labels, probs):
-      writer.writerow([name, int(label)] + [f'{v:.6f}' for v in p])
+      writer.writerow([name, int(label)] + [repr(float(v)) for v in p])
 
 
 # The probability columns of a 5-grade run, in grade order (`metrics.referable` sums 2-4).

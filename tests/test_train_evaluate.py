@@ -77,6 +77,14 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   assert list((run / 'eval').glob('events.out.tfevents.*'))
   with open(run / 'predictions_test.csv') as f:
     assert len(list(csv.DictReader(f))) == 8
+  # The metrics rebuild from the predictions files: the threshold is one validation
+  # photograph's P(RDR), and the files keep every bit of it.
+  for split in ('val', 'test'):
+    _, labels, probs = predictions.read_referable(str(run), split)
+    rebuilt = metrics.binary_metrics(labels, probs, results['threshold'])
+    assert rebuilt['confusion_matrix'] == results['splits'][split]['confusion_matrix']
+    assert rebuilt['roc_auc'] == pytest.approx(results['splits'][split]['roc_auc'], abs=1e-12)
+  assert results['threshold'] in predictions.read_referable(str(run), 'val')[2]
 
   # A finished run is not trained again; the same run dir with another config is refused.
   mtime = (run / 'checkpoints/best.keras').stat().st_mtime
