@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -176,6 +177,7 @@ def train(run_dir: str,
   data_seed = seed + 7919 * resumed_at
   if resumed_at:
     logging.info('resuming %s after epoch %d', run_dir, resumed_at)
+    _drop_history_after(os.path.join(run_dir, rd.HISTORY), resumed_at)
   train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
                                    oversample=oversample, augment=augment, seed=data_seed,
                                    mixup=mixup, oversample_by=oversample_by)
@@ -239,6 +241,33 @@ def train(run_dir: str,
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])
   return info
+
+
+def _drop_history_after(path: str, epochs_done: int) -> None:
+  """Removes history rows of epochs after the backup's last one, and a half-written row.
+
+  A run stopped after CSVLogger wrote an epoch's row but before BackupAndRestore saved that
+  epoch trains the epoch again on resuming; without this, history.csv would hold it twice.
+  """
+  if not os.path.isfile(path):
+    return
+  with open(path, newline='') as f:
+    lines = f.read().splitlines(keepends=True)
+  if not lines or 'epoch' not in next(csv.reader([lines[0]])):
+    return
+  header, rows = lines[0], lines[1:]
+  column = next(csv.reader([header])).index('epoch')
+
+  def done(row: str) -> bool:
+    try:
+      return row.endswith('\n') and int(next(csv.reader([row]))[column]) < epochs_done
+    except (ValueError, IndexError):
+      return False
+  kept = [r for r in rows if done(r)]
+  if len(kept) < len(rows):
+    rd.write_text(path, header + ''.join(kept))
+    logging.info('history.csv: removed %d row(s) of epochs the resumed run trains again',
+                 len(rows) - len(kept))
 
 
 def _backup_epoch(backup_dir: str) -> int:
