@@ -136,8 +136,10 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   if info.get('status') != 'completed':
     logging.warning('%s has not finished training (run.json status %r): evaluating the best '
-                    'checkpoint of the epochs done so far; rerun train.py with the same '
-                    '--run_dir to finish it', run_dir, info.get('status'))
+                    'checkpoint of the epochs done so far. If its training was stopped, rerun '
+                    'train.py with the same --run_dir to finish it; if it is still training, '
+                    'its end removes this evaluation: evaluate again then', run_dir,
+                    info.get('status'))
   records_dir, class_names = info['records_dir'], info['class_names']
   manifest = tfrecords.read_manifest(records_dir)
   if info.get('records_fingerprint') not in (None, manifest['fingerprint']):

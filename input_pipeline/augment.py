@@ -56,6 +56,17 @@ class Augmentation:
   erase: float = 0.0
 
   def __post_init__(self):
+    # Beyond these the transformations turn over or black out the retina: a half-side
+    # shift moves it out of view, zoom or gain 1 shrinks it to a point or to black.
+    for name, low, high in (('rotation', 0.0, 180.0), ('shift', 0.0, 0.5), ('zoom', 0.0, 1.0),
+                            ('shear', 0.0, 90.0), ('brightness', 0.0, 1.0),
+                            ('contrast', 0.0, 1.0)):
+      value = getattr(self, name)
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or not low <= value < high and not (name == 'rotation' and value == high)):
+        closing = ']' if name == 'rotation' else ')'
+        raise ValueError(f'augment.Augmentation.{name} must lie in [{low:g}, {high:g}'
+                         f'{closing}, got {value!r}')
     if not 0.0 <= self.erase <= 1.0:
       raise ValueError(f'augment.Augmentation.erase must lie in [0, 1], got {self.erase!r}')
 

@@ -166,6 +166,10 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
 
 @pytest.mark.parametrize('args, message', [
     (['--gin_bindings=train.epoch = 3'], 'epoch'),
+    (['--gin_bindings=epochs = 3'], "'epochs' names no configurable"),
+    (['--gin_bindings=train.epochs = "2"'], 'train.epochs'),
+    (['--gin_bindings=augment.Augmentation.rotation = -30.0'], 'augment.Augmentation.rotation'),
+    (['--gin_bindings=augment.Augmentation.shift = 2.0'], 'augment.Augmentation.shift'),
     (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
     (['--gin_bindings=train.mixup = None'], 'train.mixup'),
     (['--gin_bindings=train.oversample_by = "grades"'], 'train.oversample_by'),
@@ -240,6 +244,14 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert unfinished.returncode == 0 and 'has not finished training' in unfinished.stderr
   assert (run / 'metrics.json').is_file()
 
+  # Resuming on other records (another --data_dir) is refused, the run left as it is.
+  info_file = run / 'run.json'
+  saved = info_file.read_text()
+  info_file.write_text(json.dumps(dict(json.loads(saved), records_fingerprint='other')))
+  other = _run('train.py', *args, env=env)
+  assert other.returncode == 1 and 'holds a run on other records' in other.stderr
+  assert len(history.read_text().splitlines()) - 1 == done_before
+  info_file.write_text(saved)
   # As if the kill had come after the history row of the next epoch was written but
   # before that epoch was backed up: the resumed run trains it again, and keeps one row.
   with open(history, 'a') as f:
@@ -265,6 +277,28 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert info['status'] == 'completed' and info['train_seconds'] > seconds_before
   # The evaluation of the unfinished run is gone: it would pass for the finished run's.
   assert not (run / 'metrics.json').exists()
+
+
+def test_run_stopped_before_its_first_backup_starts_over(tmp_path, env):
+  run = tmp_path / 'run'
+  args = [f'--gin_file={DEBUG}', f'--run_dir={run}']
+  assert _run('train.py', *args, env=env).returncode == 0
+  # What a kill during the first epoch's callbacks leaves: a history row, a best
+  # checkpoint and its value, no backup.
+  info = json.loads((run / 'run.json').read_text())
+  (run / 'run.json').write_text(json.dumps(dict(info, status='running')))
+  best = json.loads((run / 'checkpoints/best.json').read_text())
+  (run / 'checkpoints/best.json').write_text(json.dumps(dict(best, value=2.0, epoch=1)))
+  with open(run / 'history.csv') as f:
+    first_rows = f.read().splitlines()[:2]
+  (run / 'history.csv').write_text('\n'.join(first_rows) + '\n')
+  result = _run('train.py', *args, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'training from the start' in result.stderr
+  with open(run / 'history.csv') as f:
+    assert [int(r['epoch']) for r in csv.DictReader(f)] == [0, 1]
+  # The value of the attempt that was not continued no longer has to be beaten.
+  assert json.loads((run / 'checkpoints/best.json').read_text())['value'] <= 1.0
 
 
 def test_deterministic_runs_are_identical(tmp_path, env):

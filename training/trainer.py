@@ -113,6 +113,10 @@ def train(run_dir: str,
   Returns:
     A summary: best monitored value and epoch, epochs run, seconds.
   """
+  for name, value, least in (('epochs', epochs, 1), ('batch_size', batch_size, 1),
+                             ('warmup_epochs', warmup_epochs, 0)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f'train.{name} must be a whole number >= {least}, got {value!r}')
   if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or mixup < 0:
     raise ValueError(f'train.mixup must be a number >= 0 (0 is off), got {mixup!r}')
   datasets.check_oversample_by(oversample_by, 'train.oversample_by')
@@ -134,6 +138,10 @@ def train(run_dir: str,
 
   data_dir, records_dir = data.prepare_records(data_dir)
   manifest = tfrecords.read_manifest(records_dir)
+  if previous and previous.get('records_fingerprint') != manifest['fingerprint']:
+    raise ValueError(f'{run_dir} holds a run on other records (data_dir '
+                     f'{previous.get("data_dir")}); resume it with that --data_dir, or use a '
+                     'new --run_dir')
   class_names = manifest['class_names']
   size = manifest['params']['image_size']
   has_val = manifest['counts']['val']['total'] > 0
@@ -175,14 +183,20 @@ def train(run_dir: str,
   # epochs (replaying epoch 1's would repeat them); it is not bit-identical to an
   # uninterrupted run.
   data_seed = seed + 7919 * resumed_at
-  if resumed_at:
-    logging.info('resuming %s after epoch %d', run_dir, resumed_at)
-    _drop_history_after(os.path.join(run_dir, rd.HISTORY), resumed_at)
   train_ds = datasets.make_dataset(records_dir, 'train', batch_size=batch_size,
                                    oversample=oversample, augment=augment, seed=data_seed,
                                    mixup=mixup, oversample_by=oversample_by)
   val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
+  if resumed_at:
+    logging.info('resuming %s after epoch %d', run_dir, resumed_at)
+  elif previous:  # stopped before its first epoch was backed up: it starts again
+    logging.info('%s was stopped before its first epoch was saved: training from the start',
+                 run_dir)
+    for leftover in (rd.BEST_MODEL, rd.BEST_INFO):  # of the attempt that is not continued
+      if os.path.isfile(os.path.join(run_dir, leftover)):
+        os.remove(os.path.join(run_dir, leftover))
+  _drop_history_after(os.path.join(run_dir, rd.HISTORY), resumed_at)
   # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
   # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
   stale = os.path.join(run_dir, rd.METRICS)
@@ -237,6 +251,11 @@ def train(run_dir: str,
             callbacks=callbacks, verbose=0)
   best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
   info.update(status='completed', best=best, train_seconds=seconds_so_far())
+  # Removed at the start, so one here evaluated the run while it was training.
+  if os.path.isfile(stale):
+    os.remove(stale)
+    logging.info('removed %s: it evaluated the run while it was training; evaluate it '
+                 'again now', stale)
   rd.write_json(info_path, info)
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])

@@ -8,12 +8,16 @@ files can name them as `@Adam`, `@CosineDecay`, ... without importing `gin.tf`
 from __future__ import annotations
 
 import os
+import re
 from typing import Sequence
 
 import gin
 import keras
 
 _REGISTERED = False
+# `name = value` with no configurable in front: gin takes it for a macro, used as %name.
+_MACRO = re.compile(r'^[ \t]*([A-Za-z_]\w*)[ \t]*=', re.M)
+_INCLUDE = re.compile(r'''^[ \t]*include[ \t]+['"]([^'"]+)['"]''', re.M)
 
 
 class ConfigError(ValueError):
@@ -63,3 +67,27 @@ def parse_gin(gin_files: Sequence[str] | None,
   except Exception as e:  # gin raises several types; all become one line.
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConfigError(f'gin configuration error: {first_line}') from e
+  _check_macros_used(gin_files, list(gin_bindings or []))
+
+
+def _check_macros_used(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Refuses a macro that nothing uses: `epochs = 1` for `train.epochs = 1` would
+  otherwise be accepted and change nothing."""
+  sources = [(f'gin binding {b!r}', b) for b in gin_bindings]
+  pending, seen = list(gin_files), set()
+  while pending:  # the files and the files they include
+    path = pending.pop()
+    if path in seen or not os.path.isfile(path):
+      continue
+    seen.add(path)
+    with open(path) as f:
+      text = f.read()
+    sources.append((path, text))
+    pending += [p if os.path.isfile(p) else os.path.join(os.path.dirname(path), p)
+                for p in _INCLUDE.findall(text)]
+  everything = '\n'.join(text for _, text in sources)
+  for where, text in sources:
+    for name in _MACRO.findall(text):
+      if not re.search(rf'%{name}\b', everything):
+        raise ConfigError(f'{where}: {name!r} names no configurable (gin takes it for a macro '
+                          f'that nothing uses); write configurable.{name}, e.g. train.epochs')
