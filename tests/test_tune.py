@@ -247,3 +247,17 @@ def test_summary_without_a_completed_trial_lists_failures():
   assert report.best is None and 'best trial' not in text
   assert '0 of 1 trials completed' in text
   assert 'FAILED optimizer=x: train.py exit 1: unknown optimizer' in text
+
+
+def test_a_failed_trial_is_reported_by_its_error_not_gins_last_line(tmp_path):
+  from tuning import runner
+  log = tmp_path / 'trial.log'
+  log.write_text('$ train.py --run_dir=a\nerror: an earlier attempt\n'
+                 '$ train.py --run_dir=a\nI1124 training\nTraceback (most recent call last):\n'
+                 '  File "x.py", line 1, in <module>\nValueError: high - low < 0\n'
+                 "  In call to configurable 'train' (<function train at 0x7f>)\n")
+  assert runner.last_line(str(log)) == 'ValueError: high - low < 0'
+  log.write_text('$ train.py\nI1124 records\nerror: train.mixup must be a number >= 0\n')
+  assert runner.last_line(str(log)) == 'train.mixup must be a number >= 0'
+  log.write_text('$ train.py\nsomething odd\n')
+  assert runner.last_line(str(log)) == 'something odd'

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -84,15 +85,32 @@ def commands(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   return [(TRAIN_LOG, train + config), (EVALUATE_LOG, evaluate + config + evaluate_only)]
 
 
+# The line of a Python traceback that names the exception, e.g. 'ValueError: ...'.
+_EXCEPTION = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b')
+
+
 def last_line(path: str) -> str:
-  """The last non-empty line of a log, without a leading 'error: '."""
+  """What a failed command's log says went wrong, in one line.
+
+  From the output of the log's last command ('$ ...' line): its last 'error: ' line (the
+  entry points' one-line errors, without the prefix); else the last line naming an
+  exception (a traceback's, without the lines gin appends to it, such as "In call to
+  configurable 'train'"); else its last non-empty line.
+  """
   try:
     with open(path, errors='replace') as f:
       lines = [line.strip() for line in f.readlines()[-200:] if line.strip()]
   except OSError:
     return ''
-  line = lines[-1] if lines else ''
-  return line[len('error: '):] if line.startswith('error: ') else line
+  commands = [i for i, line in enumerate(lines) if line.startswith('$ ')]
+  lines = lines[commands[-1] + 1:] if commands and commands[-1] + 1 < len(lines) else lines
+  for line in reversed(lines):  # only the output of the last command run
+    if line.startswith('error: '):
+      return line[len('error: '):]
+  for line in reversed(lines):
+    if _EXCEPTION.match(line):
+      return line
+  return lines[-1] if lines else ''
 
 
 def _run(argv: list[str], log_path: str, env: dict[str, str],
