@@ -8,7 +8,10 @@ arguments come from gin). Register it once, at import time of its module:
   def build_my_net(input_shape, num_classes, width: int = 32) -> keras.Model:
     ...
 
-and choose it in a gin file with `models.build_model.name = 'my_net'`.
+and choose it in a gin file with `models.build_model.name = 'my_net'`. The module must be
+imported for its builder to be registered: add it to the imports of `models/__init__.py`,
+or put `import models.my_net` at the top of the gin file. Without that, gin reports
+"No configurable matching 'my_net.build_my_net'" or `build_model` lists the models it knows.
 """
 
 from __future__ import annotations
