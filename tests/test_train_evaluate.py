@@ -255,14 +255,14 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   # As if the kill had come after the history row of the next epoch was written but
   # before that epoch was backed up: the resumed run trains it again, and keeps one row.
   with open(history, 'a') as f:
-    f.write(f'{done_before},' + ','.join(['0.5'] * (len(rows_before[0]) - 1)) + '\n')
+    f.write(f'{done_before},' + ','.join(['0.0'] * (len(rows_before[0]) - 1)) + '\n')
   result = _run('train.py', *args, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   # The backup is of the last completed epoch, or of the one before if the kill came
   # while it was being written.
   assert (f'after epoch {done_before}' in result.stderr or
           f'after epoch {done_before - 1}' in result.stderr), result.stderr[-3000:]
-  assert 'removed 1 row(s)' in result.stderr or 'removed 2 row(s)' in result.stderr
+  assert 'moved to history_stopped.csv' in result.stderr
   with open(history) as f:
     epochs = [int(r['epoch']) for r in csv.DictReader(f)]
   # The second run starts after the last completed epoch and ends at epoch 6: every epoch
@@ -271,7 +271,10 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   best = json.loads((run / 'checkpoints/best.json').read_text())
   with open(history) as f:
     rows = list(csv.DictReader(f))
-  best_row = max(rows, key=lambda r: float(r['val_balanced_accuracy']))
+  with open(run / 'history_stopped.csv') as f:  # the stopped attempt's extra epoch(s)
+    stopped = list(csv.DictReader(f))
+  assert 1 <= len(stopped) <= 2 and int(stopped[-1]['epoch']) == done_before
+  best_row = max(rows + stopped, key=lambda r: float(r['val_balanced_accuracy']))
   assert best['value'] == pytest.approx(float(best_row['val_balanced_accuracy']))
   info = json.loads((run / 'run.json').read_text())
   assert info['status'] == 'completed' and info['train_seconds'] > seconds_before
@@ -297,6 +300,8 @@ def test_run_stopped_before_its_first_backup_starts_over(tmp_path, env):
   assert 'training from the start' in result.stderr
   with open(run / 'history.csv') as f:
     assert [int(r['epoch']) for r in csv.DictReader(f)] == [0, 1]
+  with open(run / 'history_stopped.csv') as f:
+    assert [int(r['epoch']) for r in csv.DictReader(f)] == [0]
   # The value of the attempt that was not continued no longer has to be beaten.
   assert json.loads((run / 'checkpoints/best.json').read_text())['value'] <= 1.0
 
@@ -392,7 +397,7 @@ def test_threshold_rules_see_every_point_of_the_roc_curve():
   probs = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
   # The highest threshold reaching 60 % sensitivity: 0.7 calls 3 of the 5 RDR.
   assert metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=0.6) == 0.7
-  # Youden ties at 0.7, 0.8 and 0.9 (J = 0 at each): the middle one.
+  # Youden ties at 0.9, 0.8 and 0.7 (J = 1/3 at each): the middle one.
   labels = np.array([1, 1, 1, 0, 0, 0])
   probs = np.array([0.9, 0.8, 0.7, 0.8, 0.7, 0.1])
   assert metrics.choose_threshold(labels, probs, 'youden') == 0.8

@@ -5,6 +5,7 @@
       config.gin               every binding given to the run (evaluate.py reads it too)
       run.json                 data and records folders, classes, seed, status
       history.csv              per-epoch metrics (appended across resumes)
+      history_stopped.csv      rows of epochs a resumed run trained again (if any)
       checkpoints/
         best.keras             best model by the validation metric
         best.json              that metric's value and epoch
@@ -24,6 +25,7 @@ OPERATIVE_CONFIG = 'operative_config.gin'
 CONFIG = 'config.gin'
 RUN_INFO = 'run.json'
 HISTORY = 'history.csv'
+HISTORY_STOPPED = 'history_stopped.csv'
 CHECKPOINT_DIR = 'checkpoints'
 BEST_MODEL = os.path.join(CHECKPOINT_DIR, 'best.keras')
 BEST_INFO = os.path.join(CHECKPOINT_DIR, 'best.json')

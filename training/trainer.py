@@ -196,7 +196,7 @@ def train(run_dir: str,
     for leftover in (rd.BEST_MODEL, rd.BEST_INFO):  # of the attempt that is not continued
       if os.path.isfile(os.path.join(run_dir, leftover)):
         os.remove(os.path.join(run_dir, leftover))
-  _drop_history_after(os.path.join(run_dir, rd.HISTORY), resumed_at)
+  _drop_history_after(run_dir, resumed_at)
   # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
   # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
   stale = os.path.join(run_dir, rd.METRICS)
@@ -262,31 +262,46 @@ def train(run_dir: str,
   return info
 
 
-def _drop_history_after(path: str, epochs_done: int) -> None:
-  """Removes history rows of epochs after the backup's last one, and a half-written row.
+def _drop_history_after(run_dir: str, epochs_done: int) -> None:
+  """Moves history rows of epochs after the backup's last one to history_stopped.csv.
 
   A run stopped after CSVLogger wrote an epoch's row but before BackupAndRestore saved that
   epoch trains the epoch again on resuming; without this, history.csv would hold it twice.
+  The stopped attempt's rows are kept aside, since its best checkpoint (written before the
+  row) may come from such an epoch. A half-written last row is dropped.
   """
+  path = os.path.join(run_dir, rd.HISTORY)
   if not os.path.isfile(path):
     return
   with open(path, newline='') as f:
     lines = f.read().splitlines(keepends=True)
   if not lines or 'epoch' not in next(csv.reader([lines[0]])):
     return
-  header, rows = lines[0], lines[1:]
+  header, rows = lines[0], [r for r in lines[1:] if r.endswith('\n')]
   column = next(csv.reader([header])).index('epoch')
 
-  def done(row: str) -> bool:
+  def epoch(row: str) -> int:
     try:
-      return row.endswith('\n') and int(next(csv.reader([row]))[column]) < epochs_done
+      return int(next(csv.reader([row]))[column])
     except (ValueError, IndexError):
-      return False
-  kept = [r for r in rows if done(r)]
-  if len(kept) < len(rows):
-    rd.write_text(path, header + ''.join(kept))
-    logging.info('history.csv: removed %d row(s) of epochs the resumed run trains again',
-                 len(rows) - len(kept))
+      return -1  # not a row of an epoch: dropped
+  kept = [r for r in rows if 0 <= epoch(r) < epochs_done]
+  moved = [r for r in rows if epoch(r) >= epochs_done]
+  if len(kept) == len(lines) - 1:
+    return
+  if moved:
+    stopped = os.path.join(run_dir, rd.HISTORY_STOPPED)
+    with open(stopped, 'a', newline='') as f:
+      f.write(('' if os.path.getsize(stopped) else header) + ''.join(moved))
+  rd.write_text(path, header + ''.join(kept))
+  logging.info('history.csv: %d row(s) of epochs the resumed run trains again moved to %s',
+               len(moved), rd.HISTORY_STOPPED)
+  best_file = os.path.join(run_dir, rd.BEST_INFO)
+  best = rd.read_json(best_file) if os.path.isfile(best_file) else {}
+  if best.get('epoch', 0) > epochs_done:
+    logging.warning('the best checkpoint so far comes from epoch %d of the stopped attempt '
+                    '(its row is in %s); epochs trained from here replace it only if better',
+                    best['epoch'], rd.HISTORY_STOPPED)
 
 
 def _backup_epoch(backup_dir: str) -> int:
