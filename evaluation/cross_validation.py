@@ -146,7 +146,8 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool
   rule, min_sensitivity = settings.pop()
   if rule == 'argmax' and normalise != 'none':
     raise ValueError(f'the fold runs use the argmax rule (P(RDR) >= 0.5), which scores '
-                     f'normalised with {normalise!r} do not keep; pass --normalise=none')
+                     f'normalised with {normalise!r} do not keep; pass --normalise=none (to '
+                     'results/run_seeds.py too)')
   raw_val = [predictions_file.read_referable(d, 'val') for d in fold_dirs]
   scales = [normaliser(probs, normalise) for _, _, probs in raw_val]
   val = [(n, l, f(p)) for f, (n, l, p) in zip(scales, raw_val)]

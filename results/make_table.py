@@ -209,7 +209,11 @@ def main(argv: list[str] | None = None, root: str = ROOT) -> int:
     readme = f.read()
   updated, stale = readme, []
   for experiment in names or experiments(root):
-    updated, current = update_readme(updated, experiment, root=root, write=not check)
+    try:
+      updated, current = update_readme(updated, experiment, root=root, write=not check)
+    except (OSError, ValueError) as e:  # e.g. seeds evaluated with different threshold rules
+      print(f'error: results/{experiment}: {str(e).splitlines()[0]}', file=sys.stderr)
+      return 1
     if not current:
       stale.append(os.path.join('results', experiment, 'table.md'))
   if updated != readme:

@@ -38,6 +38,9 @@ flags.DEFINE_string('results_dir', os.path.join(ROOT, 'results'),
                     'Where the kept results go (results/make_table.py reads the default).')
 flags.DEFINE_integer('folds', 0, 'K-fold cross-validation per seed with this many folds; '
                      '0 = one validation split.')
+flags.DEFINE_enum('normalise', 'logit_z', ['logit_z', 'none'],
+                  'With --folds: how evaluation.cross_validation puts the fold models\' '
+                  'scores on one scale (none for runs evaluated with the argmax rule).')
 FLAGS = flags.FLAGS
 
 
@@ -82,7 +85,8 @@ def main(argv):
           f'train.seed = {seed}', f'tfrecords.build_tfrecords.split_seed = {seed}',
           f'tfrecords.build_tfrecords.fold = {k}',
           f'tfrecords.build_tfrecords.num_folds = {FLAGS.folds}'])
-    _call(['-m', 'evaluation.cross_validation', f'--out={out}', *fold_outs])
+    _call(['-m', 'evaluation.cross_validation', f'--out={out}',
+           f'--normalise={FLAGS.normalise}', *fold_outs])
 
 
 if __name__ == '__main__':

@@ -81,3 +81,19 @@ def test_check_writes_nothing_and_names_stale_files(tmp_path, capsys):
   assert make_table.main(['--check'], root=str(tmp_path)) == 1
   assert table_md.read_text() == 'edited by hand\n'
   assert 'out of date: results/exp/table.md' in capsys.readouterr().err
+
+
+def test_seeds_with_different_threshold_rules_are_one_error(tmp_path, capsys):
+  labels = np.array([0, 0, 1, 1, 1])
+  _seed(tmp_path, 0, (labels, [0.2, 0.6, 0.7, 0.8, 0.4]), (labels, [0.1, 0.6, 0.9, 0.4, 0.8]))
+  _seed(tmp_path, 1, (labels, [0.3, 0.2, 0.9, 0.6, 0.7]), (labels, [0.2, 0.3, 0.45, 0.4, 0.9]))
+  m = tmp_path / 'results' / 'exp' / 'seed_1' / 'metrics.json'
+  m.write_text(json.dumps(dict(json.loads(m.read_text()), threshold_rule='youden')))
+  readme = tmp_path / 'README.md'
+  readme.write_text('# r\n<!-- results:exp:start -->\nold\n<!-- results:exp:end -->\n')
+  assert make_table.main([], root=str(tmp_path)) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ['error: results/exp: the runs were evaluated with different threshold rules: '
+                 'argmax, youden']
+  assert 'old' in readme.read_text()
+  assert not (tmp_path / 'results' / 'exp' / 'table.md').exists()

@@ -538,9 +538,26 @@ def test_cross_validated_seed_from_run_seeds(tmp_path, env):
   assert sorted(oof) == sorted(held_out[0] + held_out[1]) and not set(held_out[0]) & set(held_out[1])
   assert m['splits']['val']['n'] == len(oof) and m['splits']['test']['n'] == 8
   assert 'out-of-fold' in proc.stdout
+  assert '--normalise=logit_z' in proc.stdout and m['cross_validation']['normalise'] == 'logit_z'
   again = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
   assert again.returncode == 0 and 'seed 0: already in' in again.stdout
   bad = subprocess.run([sys.executable, *args[:-3], '--folds=1'], cwd=REPO_ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and '--folds must be 0' in bad.stderr
+
+
+def test_macros_are_refused_only_when_nothing_uses_them():
+  import gin
+  from training import trainer  # pylint: disable=unused-import  (registers train)
+  from utils import gin_utils
+  try:
+    for used in (['E = 3', 'train.epochs = %E'], ['E = 3', 'train.epochs = % E'],
+                 ['train.monitor = """\nepochs = 3\n"""']):
+      gin.clear_config()
+      gin_utils.parse_gin([], used, finalize=False)
+    gin.clear_config()
+    with pytest.raises(gin_utils.ConfigError, match="'epochs = 3'.*names no configurable"):
+      gin_utils.parse_gin([], ['epochs = 3'], finalize=False)
+  finally:
+    gin.clear_config()

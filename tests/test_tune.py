@@ -261,3 +261,6 @@ def test_a_failed_trial_is_reported_by_its_error_not_gins_last_line(tmp_path):
   assert runner.last_line(str(log)) == 'train.mixup must be a number >= 0'
   log.write_text('$ train.py\nsomething odd\n')
   assert runner.last_line(str(log)) == 'something odd'
+  # An earlier attempt's error is not this one's, even when this one printed nothing.
+  log.write_text('$ train.py\nerror: an earlier attempt\n$ train.py\n')
+  assert runner.last_line(str(log)) == ''

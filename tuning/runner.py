@@ -103,7 +103,8 @@ def last_line(path: str) -> str:
   except OSError:
     return ''
   commands = [i for i, line in enumerate(lines) if line.startswith('$ ')]
-  lines = lines[commands[-1] + 1:] if commands and commands[-1] + 1 < len(lines) else lines
+  if commands:
+    lines = lines[commands[-1] + 1:]  # may be empty: the command printed nothing
   for line in reversed(lines):  # only the output of the last command run
     if line.startswith('error: '):
       return line[len('error: '):]

@@ -85,9 +85,12 @@ def _check_macros_used(gin_files: Sequence[str], gin_bindings: Sequence[str]) ->
     sources.append((path, text))
     pending += [p if os.path.isfile(p) else os.path.join(os.path.dirname(path), p)
                 for p in _INCLUDE.findall(text)]
+  # Triple-quoted strings hold text, not bindings.
+  sources = [(where, re.sub(r'("""|\'\'\')(.*?)\1', '', text, flags=re.S))
+             for where, text in sources]
   everything = '\n'.join(text for _, text in sources)
   for where, text in sources:
     for name in _MACRO.findall(text):
-      if not re.search(rf'%{name}\b', everything):
+      if not re.search(rf'%\s*{name}\b', everything):
         raise ConfigError(f'{where}: {name!r} names no configurable (gin takes it for a macro '
                           f'that nothing uses); write configurable.{name}, e.g. train.epochs')
