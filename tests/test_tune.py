@@ -111,6 +111,16 @@ def test_rerun_trains_nothing(searched, cache_dir):
   assert ': starting' not in proc.stderr
   assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
   assert len(_read_csv(run_dir)) == 4
+  # Another base configuration in the same folder: refused before any trial, rather than
+  # ranked beside the trials of the first.
+  csv_before = (run_dir / results.RESULTS_CSV).read_text()
+  other = _tune(run_dir, 'configs/grids/debug.gin', cache_dir, '--gin_bindings=train.epochs = 2')
+  errors = [l for l in other.stderr.splitlines() if l.startswith('error:')]
+  assert other.returncode == 1 and len(errors) == 1, other.stderr[-2000:]
+  assert 'holds trials run with other base gin files or bindings' in errors[0]
+  assert ': starting' not in other.stderr
+  assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
+  assert (run_dir / results.RESULTS_CSV).read_text() == csv_before
 
 
 def test_failing_trial_is_recorded_and_others_complete(tmp_path, cache_dir):

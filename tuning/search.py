@@ -195,6 +195,7 @@ def grid_search(run_dir: str,
   dirs = {t.name: os.path.join(run_dir, t.name) for t in trials}
   try:
     keys = check_trials(trials, gin_files, gin_bindings)
+    _check_same_base(run_dir, trials, dirs, gin_files, gin_bindings)
     pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
     pending_names = {t.name for t in pending}
     records_errors = _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
@@ -203,7 +204,7 @@ def grid_search(run_dir: str,
 
   start = time.time()
   hparams.write_experiment(run_dir, grid_values, metrics)
-  outcomes = {t.name: _reuse(t, dirs[t.name], len(trials), gin_files, gin_bindings)
+  outcomes = {t.name: _reuse(t, dirs[t.name], len(trials))
               for t in trials if t.name not in pending_names}
   threads = runner.threads_per_trial(parallel)
   logging.info('grid of %d trials: %d evaluated earlier, %d to run, %d at a time with '
@@ -271,13 +272,22 @@ def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
                      f'choose among {known}')
 
 
-def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int, gin_files: list[str],
-           gin_bindings: list[str]) -> runner.Outcome:
+def _check_same_base(run_dir: str, trials: Sequence[grid_lib.Trial], dirs: dict[str, str],
+                     gin_files: list[str], gin_bindings: list[str]) -> None:
+  """Refuses a search folder whose trials ran on other base gin files or bindings: their
+  results would be ranked beside trials of another experiment."""
+  for trial in trials:
+    info = _read_info(dirs[trial.name])
+    if info and (info.get('gin_files'), info.get('gin_bindings')) != (gin_files, gin_bindings):
+      raise ValueError(f'{run_dir} holds trials run with other base gin files or bindings '
+                       f'(trial {trial.name}: {info.get("gin_files")}, '
+                       f'{info.get("gin_bindings")}); use a new --run_dir, or the same '
+                       'files and bindings')
+
+
+def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int) -> runner.Outcome:
   """The outcome of a trial evaluated by an earlier invocation."""
   info = _read_info(trial_dir)
-  if info and (info.get('gin_files'), info.get('gin_bindings')) != (gin_files, gin_bindings):
-    logging.warning('trial %s was evaluated with other base gin files or bindings; its '
-                    'results are kept (use a new --run_dir to retrain)', trial.name)
   logging.info('trial %d/%d %s: skipped, evaluated earlier', trial.index + 1, total,
                trial.name)
   return runner.Outcome('completed', '', info.get('seconds', 0.0),
