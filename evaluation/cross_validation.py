@@ -139,11 +139,8 @@ def combine(fold_dirs: Sequence[str], normalise: str = 'logit_z', oof_only: bool
   order = _order_as_partition(fold_dirs, runs)
   fold_dirs, runs = [fold_dirs[i] for i in order], [runs[i] for i in order]
   metrics = [_read_json(os.path.join(d, rd.METRICS)) for d in fold_dirs]
-  settings = {predictions_file.threshold_setting(m) for m in metrics}
-  if len(settings) != 1:
-    raise ValueError('the fold runs used different threshold rules: ' + ', '.join(
-        predictions_file.describe_rule(*s) for s in sorted(settings)))
-  rule, min_sensitivity = settings.pop()
+  rule, min_sensitivity = predictions_file.agreed_threshold_setting(
+      [predictions_file.threshold_setting(m) for m in metrics], 'fold runs')
   if rule == 'argmax' and normalise != 'none':
     raise ValueError(f'the fold runs use the argmax rule (P(RDR) >= 0.5), which scores '
                      f'normalised with {normalise!r} do not keep; pass --normalise=none (to '

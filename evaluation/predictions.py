@@ -94,6 +94,20 @@ def threshold_setting(metrics_json: dict) -> tuple[str, float]:
           float(metrics_json.get('min_sensitivity', 0.9)))
 
 
+def agreed_threshold_setting(settings: Sequence[tuple[str, float]], what: str = 'runs'
+                             ) -> tuple[str, float]:
+  """The one (rule, min_sensitivity) of several runs' `threshold_setting`s.
+
+  Raises:
+    ValueError: The runs disagree (the message calls them `what`).
+  """
+  settings = set(settings)
+  if len(settings) > 1:
+    raise ValueError(f'the {what} were evaluated with different threshold rules: '
+                     + ', '.join(describe_rule(*s) for s in sorted(settings)))
+  return settings.pop()
+
+
 def common_threshold_setting(run_dirs: Sequence[str]) -> tuple[str, float]:
   """The (rule, min_sensitivity) of the runs (their metrics.json); all must agree.
 
@@ -101,19 +115,16 @@ def common_threshold_setting(run_dirs: Sequence[str]) -> tuple[str, float]:
     FileNotFoundError: A run has no metrics.json.
     ValueError: A metrics.json is not one, or the runs disagree.
   """
-  settings = set()
+  settings = []
   for d in run_dirs:
     file = os.path.join(d, rd.METRICS)
     if not os.path.isfile(file):
       raise FileNotFoundError(f'{file}: not found; run evaluate.py first')
     try:
-      settings.add(threshold_setting(rd.read_json(file)))
+      settings.append(threshold_setting(rd.read_json(file)))
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
       raise ValueError(f'{file}: not a metrics file ({type(e).__name__})') from None
-  if len(settings) > 1:
-    raise ValueError('the runs were evaluated with different threshold rules: '
-                     + ', '.join(describe_rule(*s) for s in sorted(settings)))
-  return settings.pop()
+  return agreed_threshold_setting(settings)
 
 
 def describe_rule(rule: str, min_sensitivity: float) -> str:

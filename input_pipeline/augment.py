@@ -58,15 +58,16 @@ class Augmentation:
   def __post_init__(self):
     # Beyond these the transformations turn over or black out the retina: a half-side
     # shift moves it out of view, zoom or gain 1 shrinks it to a point or to black.
-    for name, low, high in (('rotation', 0.0, 180.0), ('shift', 0.0, 0.5), ('zoom', 0.0, 1.0),
-                            ('shear', 0.0, 90.0), ('brightness', 0.0, 1.0),
-                            ('contrast', 0.0, 1.0)):
+    # (name, low, high, whether high itself is allowed)
+    for name, low, high, closed in (('rotation', 0.0, 180.0, True), ('shift', 0.0, 0.5, False),
+                                    ('zoom', 0.0, 1.0, False), ('shear', 0.0, 90.0, False),
+                                    ('brightness', 0.0, 1.0, False),
+                                    ('contrast', 0.0, 1.0, False)):
       value = getattr(self, name)
-      if (isinstance(value, bool) or not isinstance(value, (int, float))
-          or not low <= value < high and not (name == 'rotation' and value == high)):
-        closing = ']' if name == 'rotation' else ')'
+      if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low
+          or value > high or (value == high and not closed)):
         raise ValueError(f'augment.Augmentation.{name} must lie in [{low:g}, {high:g}'
-                         f'{closing}, got {value!r}')
+                         f'{"]" if closed else ")"}, got {value!r}')
     if not 0.0 <= self.erase <= 1.0:
       raise ValueError(f'augment.Augmentation.erase must lie in [0, 1], got {self.erase!r}')
 

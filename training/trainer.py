@@ -199,11 +199,7 @@ def train(run_dir: str,
   _drop_history_after(run_dir, resumed_at)
   # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
   # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
-  stale = os.path.join(run_dir, rd.METRICS)
-  if os.path.isfile(stale):
-    os.remove(stale)
-    logging.info('removed %s: it evaluated the run before it finished; evaluate it again '
-                 'when training ends', stale)
+  _remove_evaluation(run_dir, 'before it finished; evaluate it again when training ends')
 
   info = dict(status='running', config_hash=config_hash,
               records_fingerprint=manifest['fingerprint'], data_dir=os.path.abspath(data_dir),
@@ -252,14 +248,19 @@ def train(run_dir: str,
   best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
   info.update(status='completed', best=best, train_seconds=seconds_so_far())
   # Removed at the start, so one here evaluated the run while it was training.
-  if os.path.isfile(stale):
-    os.remove(stale)
-    logging.info('removed %s: it evaluated the run while it was training; evaluate it '
-                 'again now', stale)
+  _remove_evaluation(run_dir, 'while it was training; evaluate it again now')
   rd.write_json(info_path, info)
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])
   return info
+
+
+def _remove_evaluation(run_dir: str, when: str) -> None:
+  """Removes the run's metrics.json, if any, saying it evaluated the run `when`."""
+  path = os.path.join(run_dir, rd.METRICS)
+  if os.path.isfile(path):
+    os.remove(path)
+    logging.info('removed %s: it evaluated the run %s', path, when)
 
 
 def _drop_history_after(run_dir: str, epochs_done: int) -> None:
@@ -285,8 +286,9 @@ def _drop_history_after(run_dir: str, epochs_done: int) -> None:
       return int(next(csv.reader([row]))[column])
     except (ValueError, IndexError):
       return -1  # not a row of an epoch: dropped
-  kept = [r for r in rows if 0 <= epoch(r) < epochs_done]
-  moved = [r for r in rows if epoch(r) >= epochs_done]
+  epochs = [epoch(r) for r in rows]
+  kept = [r for r, e in zip(rows, epochs) if 0 <= e < epochs_done]
+  moved = [r for r, e in zip(rows, epochs) if e >= epochs_done]
   if len(kept) == len(lines) - 1:
     return
   if moved:
