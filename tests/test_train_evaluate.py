@@ -156,6 +156,16 @@ def test_five_grade_run_is_also_scored_for_referable_dr(tmp_path, env):
       from_file['sensitivity'], abs=1.01 / max(1, labels.sum()))
 
 
+def test_validation_split_without_a_class_is_reported(tmp_path, env):
+  # One NRDR photograph among twelve: it stays in training, validation holds RDR only.
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={tmp_path / "run"}',
+                '--gin_bindings=data.synthetic_data.num_train = 12',
+                '--gin_bindings=synthetic.generate.grade_probs = [0.01, 0, 1, 1, 1]',
+                '--gin_bindings=train.epochs = 1', env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'the validation split has no NRDR photographs' in result.stderr, result.stderr[-2000:]
+
+
 def test_unknown_monitor_fails_before_training(tmp_path, env):
   run = tmp_path / 'run'
   result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',

@@ -149,6 +149,13 @@ def train(run_dir: str,
     monitor = monitor[len('val_'):]
     logging.warning('no validation split: selecting the checkpoint on %s', monitor)
 
+  missing = [c for c in class_names if has_val and not manifest['counts']['val']['per_class'][c]]
+  if missing:
+    logging.warning('the validation split has no %s photographs: val_auc is logged as 0 and '
+                    'val_balanced_accuracy is the recall of the classes present, so %s cannot '
+                    'rank epochs fairly; rebuild the records with a larger val_fraction',
+                    ', '.join(missing), monitor)
+
   if mixup and not has_val:
     logging.warning('no validation split: %s is measured on mixup-blended training batches, '
                     'each counted as its most probable class', monitor)
