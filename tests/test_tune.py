@@ -274,3 +274,27 @@ def test_a_failed_trial_is_reported_by_its_error_not_gins_last_line(tmp_path):
   # An earlier attempt's error is not this one's, even when this one printed nothing.
   log.write_text('$ train.py\nerror: an earlier attempt\n$ train.py\n')
   assert runner.last_line(str(log)) == ''
+
+
+def test_trial_past_its_time_limit_is_stopped_and_resumed_by_a_rerun(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'train.learning_rate': [1e-3]}")
+  run_dir = tmp_path / 'run'
+  proc = _tune(run_dir, grid, cache_dir, '--gin_bindings=tune.grid_search.trial_timeout = 2')
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  row, = _read_csv(run_dir)
+  assert row['status'] == 'failed'
+  assert 'the time limit tune.grid_search.trial_timeout' in row['error']
+  assert 'ran past its time limit' in (run_dir / row['trial'] / 'train.log').read_text()
+  proc = _tune(run_dir, grid, cache_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  row, = _read_csv(run_dir)
+  assert row['status'] == 'completed'
+
+
+def test_trial_timeout_must_be_positive(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'train.learning_rate': [1e-3]}")
+  proc = _tune(tmp_path / 'run', grid, cache_dir,
+               '--gin_bindings=tune.grid_search.trial_timeout = 0')
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 1 and len(errors) == 1 and 'trial_timeout' in errors[0]
+  assert not (tmp_path / 'run').exists()

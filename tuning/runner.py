@@ -114,9 +114,15 @@ def last_line(path: str) -> str:
   return lines[-1] if lines else ''
 
 
-def _run(argv: list[str], log_path: str, env: dict[str, str],
-         stop: threading.Event) -> int:
-  """Runs one command with its output in `log_path`; terminates it when `stop` is set."""
+def _run(argv: list[str], log_path: str, env: dict[str, str], stop: threading.Event,
+         deadline: float | None = None) -> tuple[int, bool]:
+  """Runs one command with its output in `log_path`.
+
+  Terminates it when `stop` is set or at `deadline` (a `time.time()` value).
+
+  Returns:
+    (exit code, whether the deadline ended it).
+  """
   with open(log_path, 'a') as log:
     log.write(f'\n$ {" ".join(argv)}\n')
     log.flush()
@@ -124,32 +130,45 @@ def _run(argv: list[str], log_path: str, env: dict[str, str],
                             stdin=subprocess.DEVNULL)
     while True:
       try:
-        return proc.wait(timeout=1.0)
+        return proc.wait(timeout=1.0), False
       except subprocess.TimeoutExpired:
-        if stop.is_set():
+        late = deadline is not None and time.time() > deadline
+        if stop.is_set() or late:
           proc.terminate()
           try:
-            return proc.wait(timeout=30)
+            code = proc.wait(timeout=30)
           except subprocess.TimeoutExpired:
             proc.kill()
-            return proc.wait()
+            code = proc.wait()
+          if late:
+            log.write(f'\nstopped: the trial ran past its time limit\n')
+          return code, late
 
 
 def run_trial(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
               data_dir: str | None, evaluate_bindings: Sequence[str],
-              env: dict[str, str], stop: threading.Event) -> Outcome:
-  """Trains and evaluates one trial; never raises for a failure of the trial itself."""
+              env: dict[str, str], stop: threading.Event,
+              timeout: float | None = None) -> Outcome:
+  """Trains and evaluates one trial; never raises for a failure of the trial itself.
+
+  A trial still running `timeout` seconds after it started is stopped and failed; running
+  it again resumes its training from the last saved epoch.
+  """
   os.makedirs(trial_dir, exist_ok=True)
   start = time.time()
+  deadline = start + timeout if timeout else None
   for log_name, argv in commands(trial_dir, gin_files, gin_bindings, data_dir,
                                  evaluate_bindings):
     if stop.is_set():
       return Outcome('interrupted', 'interrupted', time.time() - start)
     log_path = os.path.join(trial_dir, log_name)
     try:
-      code = _run(argv, log_path, env, stop)
+      code, late = _run(argv, log_path, env, stop, deadline)
     except OSError as e:
       return Outcome('failed', f'{argv[1]}: {e}', time.time() - start)
+    if late:
+      return Outcome('failed', f'{os.path.basename(argv[1])} stopped after {timeout:g} s, the '
+                     'time limit tune.grid_search.trial_timeout', time.time() - start)
     if stop.is_set() and code != 0:
       return Outcome('interrupted', 'interrupted', time.time() - start)
     if code != 0:

@@ -136,7 +136,8 @@ def _read_info(trial_dir: str) -> dict[str, Any]:
 
 
 def _run_one(trial: grid_lib.Trial, trial_dir: str, total: int, info: dict[str, Any],
-             env: dict[str, str], stop: threading.Event) -> runner.Outcome:
+             env: dict[str, str], stop: threading.Event,
+             timeout: float | None) -> runner.Outcome:
   """Worker: runs a trial and records its status in trial.json."""
   logging.info('trial %d/%d %s: starting', trial.index + 1, total, trial.name)
   os.makedirs(trial_dir, exist_ok=True)
@@ -144,7 +145,7 @@ def _run_one(trial: grid_lib.Trial, trial_dir: str, total: int, info: dict[str, 
   rd.write_json(os.path.join(trial_dir, runner.TRIAL_INFO), info)
   gin_bindings = [*info['gin_bindings'], *trial.bindings]
   outcome = runner.run_trial(trial_dir, info['gin_files'], gin_bindings, info['data_dir'],
-                             info['evaluate_bindings'], env, stop)
+                             info['evaluate_bindings'], env, stop, timeout)
   info.update(status=outcome.status, error=outcome.error, seconds=round(outcome.seconds, 1))
   rd.write_json(os.path.join(trial_dir, runner.TRIAL_INFO), info)
   return outcome
@@ -162,7 +163,8 @@ def grid_search(run_dir: str,
                 selection_metric: str = 'balanced_accuracy',  # on the validation split
                 selection_mode: str = 'max',                  # 'max' or 'min'
                 metrics: Sequence[str] = DEFAULT_METRICS,
-                evaluate_bindings: Sequence[str] = ()) -> results.Report:
+                evaluate_bindings: Sequence[str] = (),
+                trial_timeout: float | None = None) -> results.Report:
   """Trains and evaluates every trial of `grid` in its own sub-run of `run_dir`.
 
   Args:
@@ -177,6 +179,8 @@ def grid_search(run_dir: str,
     metrics: Validation metrics logged to HParams and results.csv.
     evaluate_bindings: Extra bindings for each trial's evaluate.py only, e.g.
       'evaluate.write_figures = False' to skip its figures.
+    trial_timeout: Seconds after which a trial still training or evaluating is stopped and
+      counted as failed (None: no limit); running the search again resumes it.
 
   Returns:
     The report, rows best first; results.csv and HParams summaries are written.
@@ -185,7 +189,7 @@ def grid_search(run_dir: str,
     ValueError: For a bad grid, flag or binding (one line naming it).
   """
   raw, from_gin = _raw_grid(grid)
-  _check_args(raw, from_gin, parallel, selection_mode)
+  _check_args(raw, from_gin, parallel, selection_mode, trial_timeout)
   _check_metrics(selection_metric, metrics)
   trials, grid_values = grid_lib.expand(raw), grid_lib.validate(raw)
   metrics = list(dict.fromkeys([*metrics, selection_metric]))
@@ -223,7 +227,7 @@ def grid_search(run_dir: str,
                  dirs[trial.name])
   pending = [t for t in pending if keys[t.name] not in records_errors]
   outcomes.update(_run_pending(pending, dirs, len(trials), infos, env, parallel,
-                               selection_metric))
+                               selection_metric, trial_timeout))
 
   rows = []
   for trial in trials:
@@ -243,7 +247,8 @@ def grid_search(run_dir: str,
   return report
 
 
-def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: str) -> None:
+def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: str,
+                trial_timeout: float | None = None) -> None:
   if raw_grid is None:
     raise ValueError(f'no grid: bind {grid_lib.GRID_PARAMETER} in a gin file '
                      '(see configs/grids/)')
@@ -255,6 +260,11 @@ def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: st
   if selection_mode not in ('max', 'min'):
     raise ValueError("tune.grid_search.selection_mode must be 'max' or 'min', "
                      f'got {selection_mode!r}')
+  if trial_timeout is not None and (isinstance(trial_timeout, bool)
+                                    or not isinstance(trial_timeout, (int, float))
+                                    or not trial_timeout > 0):
+    raise ValueError('tune.grid_search.trial_timeout must be a number of seconds > 0 (or '
+                     f'None for no limit), got {trial_timeout!r}')
 
 
 def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
@@ -272,13 +282,20 @@ def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
                      f'choose among {known}')
 
 
+def _trial_bindings(bindings: Sequence[str] | None) -> list[str]:
+  """The bindings that shape what a trial trains: those of `tune.` configure the search."""
+  return [b for b in bindings or [] if not b.strip().startswith('tune.')]
+
+
 def _check_same_base(run_dir: str, trials: Sequence[grid_lib.Trial], dirs: dict[str, str],
                      gin_files: list[str], gin_bindings: list[str]) -> None:
   """Refuses a search folder whose trials ran on other base gin files or bindings: their
-  results would be ranked beside trials of another experiment."""
+  results would be ranked beside trials of another experiment. Bindings of the search
+  itself (`tune.grid_search.trial_timeout`, its metrics) may change between runs."""
   for trial in trials:
     info = _read_info(dirs[trial.name])
-    if info and (info.get('gin_files'), info.get('gin_bindings')) != (gin_files, gin_bindings):
+    if info and ((info.get('gin_files'), _trial_bindings(info.get('gin_bindings')))
+                 != (gin_files, _trial_bindings(gin_bindings))):
       raise ValueError(f'{run_dir} holds trials run with other base gin files or bindings '
                        f'(trial {trial.name}: {info.get("gin_files")}, '
                        f'{info.get("gin_bindings")}); use a new --run_dir, or the same '
@@ -296,11 +313,13 @@ def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int) -> runner.Outcome:
 
 def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total: int,
                  infos: dict[str, dict[str, Any]], env: dict[str, str], parallel: int,
-                 selection_metric: str) -> dict[str, runner.Outcome]:
+                 selection_metric: str,
+                 timeout: float | None = None) -> dict[str, runner.Outcome]:
   """Runs trials `parallel` at a time; Ctrl-C (or SIGTERM via tune.py) stops them all."""
   outcomes, start, stop = {}, time.time(), threading.Event()
   with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-    futures = {pool.submit(_run_one, t, dirs[t.name], total, infos[t.name], env, stop): t
+    futures = {pool.submit(_run_one, t, dirs[t.name], total, infos[t.name], env, stop,
+                           timeout): t
                for t in pending}
     try:
       for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
