@@ -207,6 +207,22 @@ def retina_mask(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.n
   return full.astype(bool)
 
 
+def surround_fraction(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> float:
+  """Fraction of the frame outside the retina's convex hull: the dark surround.
+
+  A fundus photograph has one, at least in the corners (21 % of the square around a round
+  retina); a picture with almost none is probably not a fundus photograph.
+
+  Raises:
+    ImageError: No retina found.
+  """
+  mask, _, _, _ = _retina_component(image, threshold)
+  contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                 cv2.CHAIN_APPROX_SIMPLE)
+  hull = cv2.convexHull(np.concatenate(contours))
+  return max(0.0, 1.0 - float(cv2.contourArea(hull)) / mask.size)
+
+
 def crop_to_retina(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
   """Cuts the dark surround away: the tightest box around the retina."""
   x0, y0, x1, y1 = find_retina_bbox(image, threshold)

@@ -274,6 +274,21 @@ def test_explain_cli_on_a_full_resolution_photograph(trained_run, idrid_fullres)
   assert (trained_run / 'figures' / 'explain_IDRiD_005.png').stat().st_size > 1000
 
 
+def test_explain_warns_about_a_picture_without_a_dark_surround(trained_run, tmp_path, caplog):
+  import cv2  # pylint: disable=g-import-not-at-top
+  photo = _synthetic_photo(trained_run)
+  with caplog.at_level('WARNING'):
+    explain.explain_file(str(trained_run), str(photo), out=str(tmp_path / 'a.png'))
+  assert 'fundus photograph?' not in caplog.text
+  picture = tmp_path / 'not_a_fundus.png'  # bright to its edges, like an everyday photo
+  gradient = np.linspace(60, 210, 400)[None, :, None] * np.ones((300, 1, 3))
+  cv2.imwrite(str(picture), gradient.astype(np.uint8))
+  with caplog.at_level('WARNING'):
+    result = explain.explain_file(str(trained_run), str(picture), out=str(tmp_path / 'b.png'))
+  assert f'{picture}: no dark surround around the retina' in caplog.text
+  assert 'fundus photograph?' in caplog.text and os.path.isfile(result['out'])
+
+
 def test_explain_corrupt_image_is_one_line_error(trained_run, tmp_path, capsys):
   from utils import entry  # pylint: disable=g-import-not-at-top
   bad = tmp_path / 'corrupt.jpg'

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from evaluation import evaluator
@@ -31,6 +32,9 @@ from visualization import overlays
 from visualization import registry
 
 DEFAULT_METHOD = 'grad_cam'
+# Below this fraction of dark surround (preprocessing.surround_fraction) a picture is
+# flagged as probably not a fundus photograph; IDRiD's photographs have far more.
+MIN_SURROUND = 0.03
 
 
 def run_preprocessing(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -88,8 +92,17 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   class_names = info['class_names']
   if class_index is not None and not 0 <= class_index < len(class_names):
     raise ValueError(f'class_index {class_index} out of range for classes {class_names}')
-  image = preprocessing.preprocess_file(image_path, size=params['image_size'],
-                                        contrast=params.get('contrast'))
+  photo = preprocessing.load_image(image_path)
+  try:
+    surround = preprocessing.surround_fraction(photo)
+    image = preprocessing.preprocess_image(photo, size=params['image_size'],
+                                           contrast=params.get('contrast'))
+  except preprocessing.ImageError as e:
+    raise preprocessing.ImageError(f'{image_path}: {e}') from None
+  if surround < MIN_SURROUND:
+    logging.warning('%s: no dark surround around the retina (%.1f %% of the frame); is it a '
+                    'fundus photograph? The model has only seen fundus photographs',
+                    image_path, 100 * surround)
   image = image.astype(np.float32) / 255.0
   model = evaluator.load_best_model(run_dir)
   threshold, tta = decision_rule(run_dir)
