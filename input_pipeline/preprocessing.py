@@ -219,8 +219,9 @@ def surround_fraction(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -
   mask, _, _, _ = _retina_component(image, threshold)
   contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                  cv2.CHAIN_APPROX_SIMPLE)
-  hull = cv2.convexHull(np.concatenate(contours))
-  return max(0.0, 1.0 - float(cv2.contourArea(hull)) / mask.size)
+  filled = np.zeros(mask.shape, np.uint8)
+  cv2.fillConvexPoly(filled, cv2.convexHull(np.concatenate(contours)), 1)
+  return 1.0 - cv2.countNonZero(filled) / mask.size
 
 
 def crop_to_retina(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:

@@ -279,14 +279,15 @@ def test_explain_warns_about_a_picture_without_a_dark_surround(trained_run, tmp_
   photo = _synthetic_photo(trained_run)
   with caplog.at_level('WARNING'):
     explain.explain_file(str(trained_run), str(photo), out=str(tmp_path / 'a.png'))
-  assert 'fundus photograph?' not in caplog.text
+  assert 'no dark surround' not in caplog.text
   picture = tmp_path / 'not_a_fundus.png'  # bright to its edges, like an everyday photo
   gradient = np.linspace(60, 210, 400)[None, :, None] * np.ones((300, 1, 3))
   cv2.imwrite(str(picture), gradient.astype(np.uint8))
   with caplog.at_level('WARNING'):
     result = explain.explain_file(str(trained_run), str(picture), out=str(tmp_path / 'b.png'))
   assert f'{picture}: no dark surround around the retina' in caplog.text
-  assert 'fundus photograph?' in caplog.text and os.path.isfile(result['out'])
+  assert 'not a fundus photograph' in caplog.text and os.path.isfile(result['out'])
+  assert result['surround'] < 0.01
 
 
 def test_explain_corrupt_image_is_one_line_error(trained_run, tmp_path, capsys):

@@ -276,19 +276,50 @@ def test_a_failed_trial_is_reported_by_its_error_not_gins_last_line(tmp_path):
   assert runner.last_line(str(log)) == ''
 
 
-def test_trial_past_its_time_limit_is_stopped_and_resumed_by_a_rerun(tmp_path, cache_dir):
+def test_trial_past_its_time_limit_is_stopped_and_run_again_by_a_rerun(tmp_path, cache_dir):
   grid = _grid_file(tmp_path, "{'train.learning_rate': [1e-3]}")
   run_dir = tmp_path / 'run'
   proc = _tune(run_dir, grid, cache_dir, '--gin_bindings=tune.grid_search.trial_timeout = 2')
   assert proc.returncode == 1, proc.stderr[-3000:]
   row, = _read_csv(run_dir)
   assert row['status'] == 'failed'
-  assert 'the time limit tune.grid_search.trial_timeout' in row['error']
-  assert 'ran past its time limit' in (run_dir / row['trial'] / 'train.log').read_text()
+  assert row['error'] == 'stopped by tune.grid_search.trial_timeout = 2 s, during train.py'
+  assert row['error'] in (run_dir / row['trial'] / 'train.log').read_text()
+  # The limit configures the search only: a rerun without it reuses the folder.
   proc = _tune(run_dir, grid, cache_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   row, = _read_csv(run_dir)
   assert row['status'] == 'completed'
+
+
+def _fake_commands(tmp_path, train_seconds, evaluate_seconds):
+  """commands() of a trial whose train.py and evaluate.py only sleep."""
+  scripts = []
+  for name, seconds in (('train.py', train_seconds), ('evaluate.py', evaluate_seconds)):
+    script = tmp_path / name
+    script.write_text(f'import time\ntime.sleep({seconds})\n')
+    scripts.append((f'{name}.log', [sys.executable, str(script)]))
+  return lambda *args, **kwargs: scripts
+
+
+@pytest.mark.parametrize('train_seconds, evaluate_seconds, timeout, error', [
+    (30, 0, 1, 'during train.py'),
+    (0, 30, 2, 'during evaluate.py'),
+    (2.7, 0, 2.4, 'before evaluate.py started'),  # train.py ends past the limit
+])
+def test_time_limit_names_the_command_it_stopped(tmp_path, monkeypatch, train_seconds,
+                                                 evaluate_seconds, timeout, error):
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from tuning import runner  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(runner, 'commands', _fake_commands(tmp_path, train_seconds,
+                                                         evaluate_seconds))
+  start = time.monotonic()
+  outcome = runner.run_trial(str(tmp_path / 'trial'), [], [], None, [], dict(os.environ),
+                             threading.Event(), timeout=timeout)
+  assert outcome.status == 'failed'
+  assert outcome.error == f'stopped by tune.grid_search.trial_timeout = {timeout} s, {error}'
+  assert time.monotonic() - start < 15  # the 30 s sleeper was stopped
 
 
 def test_trial_timeout_must_be_positive(tmp_path, cache_dir):

@@ -149,12 +149,7 @@ def train(run_dir: str,
     monitor = monitor[len('val_'):]
     logging.warning('no validation split: selecting the checkpoint on %s', monitor)
 
-  missing = [c for c in class_names if has_val and not manifest['counts']['val']['per_class'][c]]
-  if missing:
-    logging.warning('the validation split has no %s photographs: val_auc is logged as 0 and '
-                    'val_balanced_accuracy is the recall of the classes present, so %s cannot '
-                    'rank epochs fairly; rebuild the records with a larger val_fraction',
-                    ', '.join(missing), monitor)
+  _warn_missing_val_classes(manifest, monitor)
 
   if mixup and not has_val:
     logging.warning('no validation split: %s is measured on mixup-blended training batches, '
@@ -320,6 +315,29 @@ def _backup_epoch(backup_dir: str) -> int:
     return 0
   with open(path) as f:
     return int(json.load(f).get('epoch', 0))  # Keras stores the epochs completed
+
+
+def _warn_missing_val_classes(manifest: dict[str, Any], monitor: str) -> None:
+  """Warns when the validation split lacks a class: some validation metrics then mislead."""
+  counts = manifest['counts']
+  if not counts['val']['total']:
+    return
+  names = manifest['class_names']
+  missing = [c for c in names if not counts['val']['per_class'][c]]
+  if not missing:
+    return
+  held = ', '.join(f'{c}: {counts["train"]["per_class"][c]}' for c in missing)
+  effects = ['val_balanced_accuracy averages the recall of the classes present only']
+  if len(names) == 2:
+    effects.append('val_auc is logged as 0')
+  elif set(missing) >= set(names[:2]) or set(missing) >= set(names[2:]):
+    effects.append('val_referable_auc is logged as 0')
+  affected = monitor.startswith('val_') and monitor != 'val_loss'
+  logging.warning('the validation split has no %s photographs (training holds %s): too few '
+                  'for the split to validate on; %s%s', ', '.join(missing), held,
+                  ' and '.join(effects),
+                  f', so train.monitor = {monitor!r} may rank epochs wrongly' if affected
+                  else '')
 
 
 def _soft_label_loss(num_classes: int, smoothing: float):

@@ -118,7 +118,7 @@ def _run(argv: list[str], log_path: str, env: dict[str, str], stop: threading.Ev
          deadline: float | None = None) -> tuple[int, bool]:
   """Runs one command with its output in `log_path`.
 
-  Terminates it when `stop` is set or at `deadline` (a `time.time()` value).
+  Terminates it when `stop` is set or at `deadline` (a `time.monotonic()` value).
 
   Returns:
     (exit code, whether the deadline ended it).
@@ -132,17 +132,14 @@ def _run(argv: list[str], log_path: str, env: dict[str, str], stop: threading.Ev
       try:
         return proc.wait(timeout=1.0), False
       except subprocess.TimeoutExpired:
-        late = deadline is not None and time.time() > deadline
+        late = deadline is not None and time.monotonic() > deadline
         if stop.is_set() or late:
           proc.terminate()
           try:
-            code = proc.wait(timeout=30)
+            return proc.wait(timeout=30), late
           except subprocess.TimeoutExpired:
             proc.kill()
-            code = proc.wait()
-          if late:
-            log.write(f'\nstopped: the trial ran past its time limit\n')
-          return code, late
+            return proc.wait(), late
 
 
 def run_trial(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
@@ -151,30 +148,38 @@ def run_trial(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[s
               timeout: float | None = None) -> Outcome:
   """Trains and evaluates one trial; never raises for a failure of the trial itself.
 
-  A trial still running `timeout` seconds after it started is stopped and failed; running
-  it again resumes its training from the last saved epoch.
+  A trial still running `timeout` seconds after this call started it is stopped and
+  failed. The limit holds for each call: running the trial again gives it `timeout` seconds
+  more, and its training resumes from the last epoch it saved.
   """
   os.makedirs(trial_dir, exist_ok=True)
   start = time.time()
-  deadline = start + timeout if timeout else None
+  deadline = time.monotonic() + timeout if timeout is not None else None
   for log_name, argv in commands(trial_dir, gin_files, gin_bindings, data_dir,
                                  evaluate_bindings):
     if stop.is_set():
       return Outcome('interrupted', 'interrupted', time.time() - start)
     log_path = os.path.join(trial_dir, log_name)
-    try:
-      code, late = _run(argv, log_path, env, stop, deadline)
-    except OSError as e:
-      return Outcome('failed', f'{argv[1]}: {e}', time.time() - start)
+    command = os.path.basename(argv[1])
+    started = deadline is None or time.monotonic() <= deadline
+    late = not started
+    if started:
+      try:
+        code, late = _run(argv, log_path, env, stop, deadline)
+      except OSError as e:
+        return Outcome('failed', f'{argv[1]}: {e}', time.time() - start)
     if late:
-      return Outcome('failed', f'{os.path.basename(argv[1])} stopped after {timeout:g} s, the '
-                     'time limit tune.grid_search.trial_timeout', time.time() - start)
+      when = f'during {command}' if started else f'before {command} started'
+      error = f'stopped by tune.grid_search.trial_timeout = {timeout:g} s, {when}'
+      with open(log_path, 'a') as log:
+        log.write(f'\n{error}\n')
+      return Outcome('failed', error, time.time() - start)
     if stop.is_set() and code != 0:
       return Outcome('interrupted', 'interrupted', time.time() - start)
     if code != 0:
       reason = f'killed by signal {-code}' if code < 0 else f'exit {code}'
       detail = last_line(log_path)
-      error = f'{os.path.basename(argv[1])} {reason}' + (f': {detail}' if detail else '')
+      error = f'{command} {reason}' + (f': {detail}' if detail else '')
       return Outcome('failed', error, time.time() - start)
   metrics = val_metrics(trial_dir)
   if metrics is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import threading
 import time
 from typing import Any, Sequence
@@ -199,7 +200,7 @@ def grid_search(run_dir: str,
   dirs = {t.name: os.path.join(run_dir, t.name) for t in trials}
   try:
     keys = check_trials(trials, gin_files, gin_bindings)
-    _check_same_base(run_dir, trials, dirs, gin_files, gin_bindings)
+    _check_same_base(run_dir, trials, dirs, gin_files, gin_bindings, evaluate_bindings)
     pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
     pending_names = {t.name for t in pending}
     records_errors = _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
@@ -282,24 +283,34 @@ def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
                      f'choose among {known}')
 
 
+# Bindings that configure only how the search runs and ranks, not what a trial trains or
+# how it is evaluated: they may change between runs of one search.
+_SEARCH_ONLY = re.compile(r'\s*(tune\.)?grid_search\.'
+                          r'(trial_timeout|selection_metric|selection_mode|metrics)\s*=')
+
+
 def _trial_bindings(bindings: Sequence[str] | None) -> list[str]:
-  """The bindings that shape what a trial trains: those of `tune.` configure the search."""
-  return [b for b in bindings or [] if not b.strip().startswith('tune.')]
+  """The lines of `bindings` that shape what a trial trains or how it is evaluated."""
+  lines = [line.strip() for b in bindings or [] for line in b.splitlines()]
+  return [line for line in lines if line and not _SEARCH_ONLY.match(line)]
 
 
 def _check_same_base(run_dir: str, trials: Sequence[grid_lib.Trial], dirs: dict[str, str],
-                     gin_files: list[str], gin_bindings: list[str]) -> None:
-  """Refuses a search folder whose trials ran on other base gin files or bindings: their
-  results would be ranked beside trials of another experiment. Bindings of the search
-  itself (`tune.grid_search.trial_timeout`, its metrics) may change between runs."""
+                     gin_files: list[str], gin_bindings: list[str],
+                     evaluate_bindings: Sequence[str]) -> None:
+  """Refuses a search folder whose trials ran on other base gin files or bindings, or were
+  evaluated with other evaluate bindings: their results would be ranked beside trials of
+  another experiment. The search's own time limit and ranking may change between runs."""
+  now = (gin_files, _trial_bindings(gin_bindings), list(evaluate_bindings))
   for trial in trials:
     info = _read_info(dirs[trial.name])
-    if info and ((info.get('gin_files'), _trial_bindings(info.get('gin_bindings')))
-                 != (gin_files, _trial_bindings(gin_bindings))):
+    if info and ((info.get('gin_files'), _trial_bindings(info.get('gin_bindings')),
+                  info.get('evaluate_bindings', [])) != now):
       raise ValueError(f'{run_dir} holds trials run with other base gin files or bindings '
                        f'(trial {trial.name}: {info.get("gin_files")}, '
-                       f'{info.get("gin_bindings")}); use a new --run_dir, or the same '
-                       'files and bindings')
+                       f'{info.get("gin_bindings")}, evaluate bindings '
+                       f'{info.get("evaluate_bindings", [])}); use a new --run_dir, or the '
+                       'same files and bindings')
 
 
 def _reuse(trial: grid_lib.Trial, trial_dir: str, total: int) -> runner.Outcome:

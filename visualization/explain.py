@@ -80,7 +80,8 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
 
   Returns:
     {'image', 'predicted', 'probability', 'probabilities', 'threshold', 'explained',
-    'method', 'out'}; 'threshold' is None when the most probable class was taken.
+    'method', 'out', 'surround'}; 'threshold' is None when the most probable class was
+    taken; 'surround' is `preprocessing.surround_fraction` of the photograph.
 
   Raises:
     FileNotFoundError: Missing run, checkpoint or records.
@@ -100,9 +101,9 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   except preprocessing.ImageError as e:
     raise preprocessing.ImageError(f'{image_path}: {e}') from None
   if surround < MIN_SURROUND:
-    logging.warning('%s: no dark surround around the retina (%.1f %% of the frame); is it a '
-                    'fundus photograph? The model has only seen fundus photographs',
-                    image_path, 100 * surround)
+    logging.warning('%s: no dark surround around the retina (%.1f %% of the frame): not a '
+                    'fundus photograph, or one cropped inside the retina? The model was '
+                    'trained on whole fundus photographs', image_path, 100 * surround)
   image = image.astype(np.float32) / 255.0
   model = evaluator.load_best_model(run_dir)
   threshold, tta = decision_rule(run_dir)
@@ -120,7 +121,8 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   return dict(image=image_path, predicted=class_names[predicted],
               probability=float(probs[predicted]),
               probabilities={c: float(p) for c, p in zip(class_names, probs)},
-              threshold=threshold, explained=class_names[explained], method=method, out=out)
+              threshold=threshold, explained=class_names[explained], method=method, out=out,
+              surround=surround)
 
 
 def decision_text(result: dict[str, Any]) -> str:
