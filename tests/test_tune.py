@@ -329,3 +329,23 @@ def test_trial_timeout_must_be_positive(tmp_path, cache_dir):
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
   assert proc.returncode == 1 and len(errors) == 1 and 'trial_timeout' in errors[0]
   assert not (tmp_path / 'run').exists()
+
+
+def test_rerun_may_change_the_searchs_own_settings_but_not_what_trials_do(tmp_path):
+  from training import run_dir as rd  # pylint: disable=g-import-not-at-top
+  from tuning import search  # pylint: disable=g-import-not-at-top
+  trial, = grid_lib.expand({'train.learning_rate': [1e-3]})
+  dirs = {trial.name: str(tmp_path / trial.name)}
+  os.makedirs(dirs[trial.name])
+  rd.write_json(os.path.join(dirs[trial.name], 'trial.json'),
+                dict(gin_files=['a.gin'], gin_bindings=['train.epochs = 1'],
+                     evaluate_bindings=[]))
+  same = (['a.gin'], ['train.epochs = 1\ngrid_search.trial_timeout = 60',
+                      "tune.grid_search.selection_metric = 'roc_auc'"], [])
+  search._check_same_base(str(tmp_path), [trial], dirs, *same)  # nothing raised
+  for files, bindings, evaluate in [
+      (['b.gin'], ['train.epochs = 1'], []),
+      (['a.gin'], ['train.epochs = 2\ngrid_search.trial_timeout = 60'], []),
+      (['a.gin'], ['train.epochs = 1'], ['evaluate.tta = 8'])]:
+    with pytest.raises(ValueError, match='holds trials run with other base'):
+      search._check_same_base(str(tmp_path), [trial], dirs, files, bindings, evaluate)
