@@ -181,10 +181,23 @@ def find_retina_bbox(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) ->
   Raises:
     ImageError: No retina found (blank or all-black photograph).
   """
-  height, width = image.shape[:2]
-  _, (x0, y0, x1, y1), scale_x, scale_y = _retina_component(image, threshold)
+  _, bbox, scale_x, scale_y = _retina_component(image, threshold)
+  return _full_bbox(bbox, scale_x, scale_y, image.shape)
+
+
+def _full_bbox(bbox: BBox, scale_x: float, scale_y: float, shape: tuple[int, ...]) -> BBox:
+  """A box on the search copy, mapped back to the pixels of an image of `shape`."""
+  x0, y0, x1, y1 = bbox
+  height, width = shape[:2]
   return (max(0, int(np.floor(x0 * scale_x))), max(0, int(np.floor(y0 * scale_y))),
           min(width, int(np.ceil(x1 * scale_x))), min(height, int(np.ceil(y1 * scale_y))))
+
+
+def _hull(mask: np.ndarray) -> np.ndarray:
+  """Convex hull (points x, y) of a mask's nonzero pixels."""
+  contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                 cv2.CHAIN_APPROX_SIMPLE)
+  return cv2.convexHull(np.concatenate(contours))
 
 
 def retina_mask(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -197,9 +210,7 @@ def retina_mask(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.n
     ImageError: No retina found.
   """
   mask, _, scale_x, scale_y = _retina_component(image, threshold)
-  contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                 cv2.CHAIN_APPROX_SIMPLE)
-  hull = cv2.convexHull(np.concatenate(contours)).astype(np.float64)
+  hull = _hull(mask).astype(np.float64)
   hull = np.round((hull + 0.5) * (scale_x, scale_y) - 0.5).astype(np.int32)
   height, width = image.shape[:2]
   full = np.zeros((height, width), dtype=np.uint8)
@@ -207,21 +218,22 @@ def retina_mask(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.n
   return full.astype(bool)
 
 
-def surround_fraction(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> float:
-  """Fraction of the frame outside the retina's convex hull: the dark surround.
+def locate_retina(image: np.ndarray,
+                  threshold: float = DEFAULT_THRESHOLD) -> tuple[BBox, float]:
+  """The retina's box (as `find_retina_bbox`) and its surround, from one search.
 
-  A fundus photograph has one, at least in the corners (21 % of the square around a round
-  retina); a picture with almost none is probably not a fundus photograph.
+  The surround is the fraction of the frame outside the retina's convex hull. A fundus
+  photograph has one, at least in the corners (21 % of the square around a round retina);
+  a picture with almost none is probably not a fundus photograph.
 
   Raises:
     ImageError: No retina found.
   """
-  mask, _, _, _ = _retina_component(image, threshold)
-  contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                 cv2.CHAIN_APPROX_SIMPLE)
+  mask, bbox, scale_x, scale_y = _retina_component(image, threshold)
   filled = np.zeros(mask.shape, np.uint8)
-  cv2.fillConvexPoly(filled, cv2.convexHull(np.concatenate(contours)), 1)
-  return 1.0 - cv2.countNonZero(filled) / mask.size
+  cv2.fillConvexPoly(filled, _hull(mask), 1)
+  return (_full_bbox(bbox, scale_x, scale_y, image.shape),
+          1.0 - cv2.countNonZero(filled) / mask.size)
 
 
 def crop_to_retina(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -309,7 +321,8 @@ def _contrast_fn(method: str | None) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def preprocess_image(image: np.ndarray, size: int = 256, contrast: str | None = None,
-                     threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+                     threshold: float = DEFAULT_THRESHOLD,
+                     bbox: BBox | None = None) -> np.ndarray:
   """Crops to the retina, pads to a square, resizes and enhances contrast.
 
   Args:
@@ -317,6 +330,8 @@ def preprocess_image(image: np.ndarray, size: int = 256, contrast: str | None = 
     size: Side of the output, pixels.
     contrast: See `apply_contrast`.
     threshold: See `find_retina_bbox`.
+    bbox: The retina's box when already found (`find_retina_bbox`, `locate_retina`);
+      None to find it here.
 
   Returns:
     RGB uint8 array of shape (size, size, 3).
@@ -326,7 +341,8 @@ def preprocess_image(image: np.ndarray, size: int = 256, contrast: str | None = 
     ValueError: Unknown contrast method.
   """
   enhance = _contrast_fn(contrast)  # An unknown name fails before any work is done.
-  square = pad_to_square(crop_to_retina(image, threshold))
+  x0, y0, x1, y1 = bbox or find_retina_bbox(image, threshold)
+  square = pad_to_square(image[y0:y1, x0:x1])
   shrink = square.shape[0] >= size
   resized = cv2.resize(square, (size, size),
                        interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -95,14 +95,14 @@ def test_retina_mask_has_no_holes_at_dark_lesions(fundus):
   assert mask[300, 430] and mask[300, 60] and not mask[300, 20]
 
 
-def test_surround_fraction_is_the_frame_outside_the_disc():
+def test_surround_is_the_frame_outside_the_disc():
   # A disc of radius 180 inside a 500x700 frame: 1 - pi 180^2 / (500 * 700) of surround.
   image = synthetic_fundus(500, 700, 300, 260, 180)
   expected = 1 - np.pi * 180 ** 2 / (500 * 700)
-  assert abs(preprocessing.surround_fraction(image) - expected) < 0.01
+  assert abs(preprocessing.locate_retina(image)[1] - expected) < 0.01
   # A picture bright to its edges has none.
   gradient = np.linspace(60, 210, 700)[None, :, None] * np.ones((500, 1, 3))
-  assert preprocessing.surround_fraction(gradient.astype(np.uint8)) < 0.01
+  assert preprocessing.locate_retina(gradient.astype(np.uint8))[1] < 0.01
 
 
 def test_blank_array_has_no_retina():

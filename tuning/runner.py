@@ -142,6 +142,14 @@ def _run(argv: list[str], log_path: str, env: dict[str, str], stop: threading.Ev
             return proc.wait(), late
 
 
+def _timed_out(log_path: str, timeout: float, when: str, start: float) -> Outcome:
+  """The failed outcome of a trial stopped by its time limit, also noted in its log."""
+  error = f'stopped by tune.grid_search.trial_timeout = {timeout:g} s, {when}'
+  with open(log_path, 'a') as log:
+    log.write(f'\n{error}\n')
+  return Outcome('failed', error, time.time() - start)
+
+
 def run_trial(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
               data_dir: str | None, evaluate_bindings: Sequence[str],
               env: dict[str, str], stop: threading.Event,
@@ -161,19 +169,14 @@ def run_trial(trial_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[s
       return Outcome('interrupted', 'interrupted', time.time() - start)
     log_path = os.path.join(trial_dir, log_name)
     command = os.path.basename(argv[1])
-    started = deadline is None or time.monotonic() <= deadline
-    late = not started
-    if started:
-      try:
-        code, late = _run(argv, log_path, env, stop, deadline)
-      except OSError as e:
-        return Outcome('failed', f'{argv[1]}: {e}', time.time() - start)
+    if deadline is not None and time.monotonic() > deadline:
+      return _timed_out(log_path, timeout, f'before {command} started', start)
+    try:
+      code, late = _run(argv, log_path, env, stop, deadline)
+    except OSError as e:
+      return Outcome('failed', f'{argv[1]}: {e}', time.time() - start)
     if late:
-      when = f'during {command}' if started else f'before {command} started'
-      error = f'stopped by tune.grid_search.trial_timeout = {timeout:g} s, {when}'
-      with open(log_path, 'a') as log:
-        log.write(f'\n{error}\n')
-      return Outcome('failed', error, time.time() - start)
+      return _timed_out(log_path, timeout, f'during {command}', start)
     if stop.is_set() and code != 0:
       return Outcome('interrupted', 'interrupted', time.time() - start)
     if code != 0:

@@ -32,7 +32,7 @@ from visualization import overlays
 from visualization import registry
 
 DEFAULT_METHOD = 'grad_cam'
-# Below this fraction of dark surround (preprocessing.surround_fraction) a picture is
+# Below this fraction of dark surround (preprocessing.locate_retina) a picture is
 # flagged as probably not a fundus photograph; a round retina leaves 21 % in the corners.
 MIN_SURROUND = 0.03
 
@@ -81,7 +81,7 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   Returns:
     {'image', 'predicted', 'probability', 'probabilities', 'threshold', 'explained',
     'method', 'out', 'surround'}; 'threshold' is None when the most probable class was
-    taken; 'surround' is `preprocessing.surround_fraction` of the photograph.
+    taken; 'surround' is the photograph's surround (`preprocessing.locate_retina`).
 
   Raises:
     FileNotFoundError: Missing run, checkpoint or records.
@@ -95,9 +95,9 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
     raise ValueError(f'class_index {class_index} out of range for classes {class_names}')
   photo = preprocessing.load_image(image_path)
   try:
-    surround = preprocessing.surround_fraction(photo)
+    bbox, surround = preprocessing.locate_retina(photo)
     image = preprocessing.preprocess_image(photo, size=params['image_size'],
-                                           contrast=params.get('contrast'))
+                                           contrast=params.get('contrast'), bbox=bbox)
   except preprocessing.ImageError as e:
     raise preprocessing.ImageError(f'{image_path}: {e}') from None
   if surround < MIN_SURROUND:

@@ -96,7 +96,8 @@ def prepare(sample: Sample, size: int, contrast: str | None = None) -> Prepared:
   """Loads a sample and brings the photograph and its masks to the model's geometry."""
   photo = preprocessing.load_image(sample.image_path)
   bbox = preprocessing.find_retina_bbox(photo)
-  image = preprocessing.preprocess_image(photo, size, contrast).astype(np.float32) / 255.0
+  image = preprocessing.preprocess_image(photo, size, contrast,
+                                         bbox=bbox).astype(np.float32) / 255.0
   shape = photo.shape[:2]
   union = np.zeros(shape, dtype=bool)
   for key in LESIONS:
