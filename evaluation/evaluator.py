@@ -19,6 +19,7 @@ from input_pipeline import idrid
 from input_pipeline import tfrecords
 from training import run_dir as rd
 from visualization import galleries
+from utils import checks
 from visualization import registry as attribution_methods
 
 # Splits evaluate() scores: the training split is an endless, augmented stream.
@@ -41,8 +42,8 @@ def dihedral_view(images: tf.Tensor, k: int) -> tf.Tensor:
 
 def check_tta(tta: int) -> None:
   """Raises ValueError unless `tta` is a number of dihedral views, 1 to 8."""
-  if not 1 <= tta <= 8:
-    raise ValueError(f'evaluate.tta must be 1 to 8 views, got {tta}')
+  checks.check_number('evaluate.tta', tta, low=1, high=8, whole=True,
+                      note='dihedral views; 1 is none')
 
 
 def check_splits(splits: Sequence[str]) -> None:
@@ -128,6 +129,9 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   Returns:
     The content of metrics.json.
   """
+  checks.check_number('evaluate.batch_size', batch_size, low=1, whole=True)
+  checks.check_number('evaluate.gradcam_galleries', gradcam_galleries, low=0, whole=True,
+                      note='0 is none')
   if write_figures and gradcam_galleries > 0:
     attribution_methods.get(gallery_method)  # An unknown name fails before any work.
   check_tta(tta)

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as sk
 
+from utils import checks
+
 THRESHOLD_RULES = ('argmax', 'youden', 'sensitivity')
 # Names of the scalar metrics metrics.json can hold: of the binary task, of the five
 # grades, and of the referable task of a five-grade model (which of them a run has depends
@@ -30,10 +32,9 @@ def check_threshold_rule(rule: str, min_sensitivity: float = 0.9,
   """
   if rule not in THRESHOLD_RULES:
     raise ValueError(f'unknown {prefix}threshold_rule {rule!r}; choose one of {THRESHOLD_RULES}')
-  if rule == 'sensitivity' and (isinstance(min_sensitivity, bool) or not isinstance(
-      min_sensitivity, (int, float)) or not 0 < min_sensitivity <= 1):
-    raise ValueError(f'{prefix}min_sensitivity must be a fraction in (0, 1], '
-                     f'got {min_sensitivity!r}')
+  if rule == 'sensitivity':
+    checks.check_number(f'{prefix}min_sensitivity', min_sensitivity, low=0, high=1,
+                        low_open=True)
 
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray, rule: str = 'youden',

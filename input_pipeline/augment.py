@@ -24,6 +24,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from utils import checks
+
 
 @gin.configurable(module='augment')
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +64,9 @@ class Augmentation:
     for name, low, high, closed in (('rotation', 0.0, 180.0, True), ('shift', 0.0, 0.5, False),
                                     ('zoom', 0.0, 1.0, False), ('shear', 0.0, 90.0, False),
                                     ('brightness', 0.0, 1.0, False),
-                                    ('contrast', 0.0, 1.0, False)):
-      value = getattr(self, name)
-      if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low
-          or value > high or (value == high and not closed)):
-        raise ValueError(f'augment.Augmentation.{name} must lie in [{low:g}, {high:g}'
-                         f'{"]" if closed else ")"}, got {value!r}')
-    if not 0.0 <= self.erase <= 1.0:
-      raise ValueError(f'augment.Augmentation.erase must lie in [0, 1], got {self.erase!r}')
+                                    ('contrast', 0.0, 1.0, False), ('erase', 0.0, 1.0, True)):
+      checks.check_number(f'augment.Augmentation.{name}', getattr(self, name), low=low,
+                          high=high, high_open=not closed, note='0 is off')
 
 
 def affine_matrix(rng: np.random.Generator, size: int, aug: Augmentation) -> np.ndarray:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from input_pipeline import augment as augment_lib
 from input_pipeline import tfrecords
+from utils import checks
 
 # Second part of the mixup seeds, so they differ from the augmentation seeds (seed, position).
 _MIXUP_STREAM = 0x6D6978
@@ -67,8 +68,7 @@ def class_weights(counts: list[int], oversample: float | None) -> list[float]:
   Returns:
     Weights summing to 1 (groups without examples get 0).
   """
-  if oversample is not None and not 0.0 <= oversample <= 1.0:
-    raise ValueError(f'oversample must be in [0, 1] or None, got {oversample}')
+  checks.check_number('oversample', oversample, low=0, high=1, none_ok=True)
   largest = max(counts)
   if oversample:
     sizes = [max(n, oversample * largest) if n else 0 for n in counts]
@@ -180,9 +180,9 @@ def make_dataset(records_dir: str, split: str, batch_size: int = 16,
     The dataset; images are float32 in [0, 1], labels int32 class indices, or with mixup
     float32 class probabilities (batch, classes).
   """
-  if mixup < 0 or (mixup and split != 'train'):
-    raise ValueError(f'mixup must be >= 0 and is for the training split only, got {mixup!r} '
-                     f'for {split!r}')
+  checks.check_number('mixup', mixup, low=0, note='0 is off')
+  if mixup and split != 'train':
+    raise ValueError(f'mixup is for the training split only, got {mixup!r} for {split!r}')
   check_oversample_by(oversample_by)
   manifest = tfrecords.read_manifest(records_dir)
   image_size = manifest['params']['image_size']

@@ -19,6 +19,7 @@ from absl import logging
 import numpy as np
 
 from input_pipeline.idrid import Record
+from utils import checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +128,9 @@ def split_train_val(groups: Sequence[Sequence[Record]], val_fraction: float,
 
 def check_fold(num_folds: int, fold: int) -> None:
   """Raises ValueError naming the parameter unless 0 <= fold < num_folds and num_folds >= 2."""
-  if num_folds < 2:
-    raise ValueError(f'tfrecords.build_tfrecords.num_folds must be at least 2, got {num_folds}')
-  if not 0 <= fold < num_folds:
-    raise ValueError(f'tfrecords.build_tfrecords.fold must be in 0..{num_folds - 1}, '
-                     f'got {fold}')
+  checks.check_number('tfrecords.build_tfrecords.num_folds', num_folds, low=2, whole=True)
+  checks.check_number('tfrecords.build_tfrecords.fold', fold, low=0, high=num_folds - 1,
+                      whole=True)
 
 
 def split_fold(groups: Sequence[Sequence[Record]], num_folds: int, fold: int,

@@ -49,6 +49,8 @@ from input_pipeline.synthetic_render import render_fundus
 from input_pipeline.synthetic_render import sample_grades
 from input_pipeline.synthetic_render import sample_layout
 
+from utils import checks
+
 GRADING_DIR = 'B. Disease Grading'
 IMAGE_DIRS = {'train': os.path.join('1. Original Images', 'a. Training Set'),
               'test': os.path.join('1. Original Images', 'b. Testing Set')}
@@ -66,6 +68,13 @@ JPEG_QUALITY = 92
 def _params(num_train: int, num_test: int, width: int, height: int, seed: int,
             grade_probs: Sequence[float]) -> dict[str, Any]:
   """The record of what was generated, as stored in synthetic.json."""
+  name = 'synthetic.generate.grade_probs'
+  if isinstance(grade_probs, str) or len(grade_probs) != 5:
+    raise ValueError(f'{name} must list 5 frequencies (grades 0-4), got {grade_probs!r}')
+  for i, p in enumerate(grade_probs):
+    checks.check_number(f'{name}[{i}]', p, low=0)
+  if not sum(grade_probs) > 0:
+    raise ValueError(f'{name} must not be all 0, got {grade_probs!r}')
   return dict(num_train=int(num_train), num_test=int(num_test), width=int(width),
               height=int(height), seed=int(seed),
               grade_probs=[float(p) for p in grade_probs],
@@ -107,6 +116,14 @@ def _write_split(root: str, split: str, grades: Sequence[int], p: dict[str, Any]
     f.write('\n'.join(lines) + '\n')
 
 
+def check_params(prefix: str, num_train: int, num_test: int, width: int, height: int,
+                 seed: int) -> None:
+  """Raises ValueError naming `prefix`.<parameter> for a count, size or seed out of range."""
+  for name, value, low in (('num_train', num_train, 0), ('num_test', num_test, 0),
+                           ('width', width, 32), ('height', height, 32), ('seed', seed, 0)):
+    checks.check_number(f'{prefix}.{name}', value, low=low, whole=True)
+
+
 @gin.configurable(module='synthetic', denylist=['out_dir'])
 def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int = 400,
              height: int = 266, seed: int = 0, grade_probs: Sequence[float] = GRADE_PROBS,
@@ -134,8 +151,7 @@ def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int 
       and does not hold a synthetic dataset (never deleted, even with overwrite).
     ValueError: A parameter is out of range.
   """
-  if min(num_train, num_test, seed) < 0 or min(width, height) < 32:
-    raise ValueError('counts and seed must be >= 0, width and height >= 32')
+  check_params('synthetic.generate', num_train, num_test, width, height, seed)
   target = os.path.abspath(out_dir)
   if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
     if not overwrite:

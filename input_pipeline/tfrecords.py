@@ -32,7 +32,10 @@ from input_pipeline import encode
 from input_pipeline import idrid
 from input_pipeline import integrity
 from input_pipeline import preprocessing
+from utils import checks
 
+# How gin names build_tfrecords' parameters in error messages.
+_PARAMETER = 'tfrecords.build_tfrecords'
 MANIFEST = 'manifest.json'
 SPLITS_CSV = 'splits.csv'
 RECORD_SPLITS = ('train', 'val', 'test')
@@ -114,6 +117,17 @@ def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
   return results
 
 
+def _check_numbers(image_size: int, val_fraction: float, split_seed: int, shard_size: int,
+                   num_workers: int | None) -> None:
+  for name, value, low in (('image_size', image_size, 32), ('split_seed', split_seed, 0),
+                           ('shard_size', shard_size, 1)):
+    checks.check_number(f'{_PARAMETER}.{name}', value, low=low, whole=True)
+  checks.check_number(f'{_PARAMETER}.val_fraction', val_fraction, low=0, high=1,
+                      high_open=True, note='0 is no validation split')
+  checks.check_number(f'{_PARAMETER}.num_workers', num_workers, low=1, whole=True,
+                      none_ok=True, note='None is all cores')
+
+
 @gin.configurable(module='tfrecords', denylist=['data_dir', 'out_dir'])
 def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
                     contrast: str | None = None, label_mapping: str = 'binary',
@@ -150,6 +164,7 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
       unusable photograph.
   """
   start = time.time()
+  _check_numbers(image_size, val_fraction, split_seed, shard_size, num_workers)
   if fold is not None:
     integrity.check_fold(num_folds, fold)
   map_label = idrid.label_fn(label_mapping)

@@ -36,12 +36,14 @@ No Rescaling/Normalization layer: the input pipeline already delivers [0, 1] flo
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import gin
 import keras
 
 from models import registry
+from utils import checks
 
 LAST_CONV_LAYER = 'final_relu'
 
@@ -54,6 +56,8 @@ RESNET_V2_SPECS: dict[str, tuple[tuple[int, int, int], ...]] = {
 }
 
 _BN_EPSILON = 1.001e-5
+# How gin names the builder's parameters in error messages.
+_PARAMETER = 'resnet_v2.build_resnet_v2'
 
 
 def _regularizer(weight_decay: float) -> keras.regularizers.Regularizer | None:
@@ -113,19 +117,19 @@ def resolve_stages(spec: str,
         f'unknown ResNetV2 spec {spec!r}; available: {", ".join(sorted(RESNET_V2_SPECS))}')
   stages = RESNET_V2_SPECS[spec]
   num_stages = len(stages)
-  filters = [s[0] for s in stages] if widths is None else [int(w) for w in widths]
+  filters = [s[0] for s in stages] if widths is None else list(widths)
   if blocks_per_stage is None:
     blocks = [s[1] for s in stages]
-  elif isinstance(blocks_per_stage, int):
+  elif isinstance(blocks_per_stage, numbers.Integral):
     blocks = [blocks_per_stage] * num_stages
   else:
-    blocks = [int(b) for b in blocks_per_stage]
+    blocks = list(blocks_per_stage)
   for what, values in (('widths', filters), ('blocks_per_stage', blocks)):
     if len(values) != num_stages:
       raise ValueError(f'{what} has {len(values)} values but spec {spec!r} has '
                        f'{num_stages} stages')
-    if any(v < 1 for v in values):
-      raise ValueError(f'{what} must be positive, got {values}')
+    for i, v in enumerate(values):
+      checks.check_number(f'{_PARAMETER}.{what}[{i}]', v, low=1, whole=True)
   return [(f, b, s[2]) for f, b, s in zip(filters, blocks, stages)]
 
 
@@ -188,14 +192,14 @@ def build_resnet_v2(input_shape: Sequence[int],
     ValueError: For an unknown spec, inconsistent overrides or invalid rates/sizes.
   """
   stages = resolve_stages(spec, widths, blocks_per_stage)
-  if num_classes < 1:
-    raise ValueError(f'num_classes must be positive, got {num_classes}')
-  if not 0.0 <= dropout < 1.0:
-    raise ValueError(f'dropout must be in [0, 1), got {dropout}')
-  if weight_decay < 0:
-    raise ValueError(f'weight_decay must be >= 0, got {weight_decay}')
+  checks.check_number('num_classes', num_classes, low=1, whole=True)
+  checks.check_number(f'{_PARAMETER}.stem_filters', stem_filters, low=1, whole=True)
+  checks.check_number(f'{_PARAMETER}.dropout', dropout, low=0, high=1, high_open=True,
+                      note='0 is none')
+  checks.check_number(f'{_PARAMETER}.weight_decay', weight_decay, low=0, note='0 is none')
+  checks.check_number(f'{_PARAMETER}.bn_momentum', bn_momentum, low=0, high=1, high_open=True)
   if head_pool not in HEAD_POOLS:
-    raise ValueError(f'resnet_v2.build_resnet_v2.head_pool must be one of {HEAD_POOLS}, '
+    raise ValueError(f'{_PARAMETER}.head_pool must be one of {HEAD_POOLS}, '
                      f'got {head_pool!r}')
 
   inputs = keras.Input(shape=tuple(input_shape), dtype='float32', name='image')

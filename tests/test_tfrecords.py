@@ -200,6 +200,6 @@ def test_fold_records_hold_out_each_training_photograph_once(synthetic_dir, tmp_
 
 
 def test_bad_fold_is_refused_before_anything_is_written(synthetic_dir, tmp_path):
-  with pytest.raises(ValueError, match='build_tfrecords.fold must be in 0..2'):
+  with pytest.raises(ValueError, match=r'build_tfrecords.fold must be a whole number in \[0, 2\]'):
     _build(synthetic_dir, tmp_path / 'tfr', fold=3, num_folds=3)
   assert not (tmp_path / 'tfr').exists()

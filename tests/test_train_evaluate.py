@@ -183,6 +183,13 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
     (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
     (['--gin_bindings=train.mixup = None'], 'train.mixup'),
     (['--gin_bindings=train.oversample_by = "grades"'], 'train.oversample_by'),
+    # Each of these trained silently or ended in a traceback before they were checked.
+    (['--gin_bindings=train.learning_rate = -0.1'], 'train.learning_rate must be a number > 0'),
+    (['--gin_bindings=train.label_smoothing = 2.0'], 'train.label_smoothing'),
+    (['--gin_bindings=resnet_v2.build_resnet_v2.dropout = "x"'],
+     'resnet_v2.build_resnet_v2.dropout'),
+    (['--gin_bindings=tfrecords.build_tfrecords.image_size = "x"'],
+     'tfrecords.build_tfrecords.image_size'),
     (['--gin_bindings=train.init_weights = "/no/such/run"'], 'train.init_weights'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
@@ -396,7 +403,7 @@ def test_threshold_rules():
   with pytest.raises(ValueError, match="unknown threshold_rule 'median'"):
     metrics.choose_threshold(labels, probs, 'median')
   # A percentage instead of a fraction: no threshold reaches 95, so it is refused by name.
-  with pytest.raises(ValueError, match=r'min_sensitivity must be a fraction in \(0, 1\], got 95'):
+  with pytest.raises(ValueError, match=r'min_sensitivity must be a number in \(0, 1\], got 95'):
     metrics.choose_threshold(labels, probs, 'sensitivity', min_sensitivity=95)
 
 

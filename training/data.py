@@ -29,6 +29,7 @@ def synthetic_data(num_train: int = 240, num_test: int = 80, width: int = 400,
   gin bindings of `synthetic.generate` (e.g. grade_probs) and the generator version
   included, so configurations that differ in any of them get separate folders.
   """
+  synthetic.check_params('data.synthetic_data', num_train, num_test, width, height, seed)
   params = dict(num_train=num_train, num_test=num_test, width=width, height=height,
                 seed=seed)
   effective = synthetic._generate_params(params)  # pylint: disable=protected-access

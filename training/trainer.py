@@ -25,6 +25,7 @@ from training import data
 from training import initial_weights
 from training import metrics as metrics_lib
 from training import run_dir as rd
+from utils import checks
 
 # Configurables whose bindings do not change what is trained: a run may be resumed or
 # evaluated with other values for them (a grid that gained values, another threshold rule).
@@ -32,6 +33,12 @@ _NOT_TRAINING = ('evaluate', 'grid_search')
 
 OPTIMIZERS = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
               'sgd': functools.partial(keras.optimizers.SGD, momentum=0.9, nesterov=True)}
+SCHEDULES = ('cosine', 'constant')
+
+
+def _check_choice(parameter: str, value: Any, choices) -> None:
+  if value not in choices:
+    raise ValueError(f'unknown {parameter} {value!r}; choose one of {list(choices)}')
 
 
 def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int,
@@ -42,19 +49,16 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
   With `ema_momentum`, the optimizer also keeps an exponential moving average of the
   weights (Keras' `use_ema`), which `callbacks.SwapEMAWeights` validates and saves.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}')
-  if ema_momentum is not None and not 0.0 < ema_momentum < 1.0:
-    raise ValueError(f'train.ema_momentum must be between 0 and 1 (or None), '
-                     f'got {ema_momentum!r}')
+  _check_choice('train.optimizer', name, sorted(OPTIMIZERS))
+  _check_choice('train.schedule', schedule, SCHEDULES)
+  checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
+                      high_open=True, none_ok=True)
   if schedule == 'cosine':
     lr = keras.optimizers.schedules.CosineDecay(
         0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
         warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
-  elif schedule == 'constant':
-    lr = learning_rate
   else:
-    raise ValueError(f'unknown schedule {schedule!r}; use cosine or constant')
+    lr = learning_rate
   ema = dict(use_ema=True, ema_momentum=ema_momentum) if ema_momentum is not None else {}
   return OPTIMIZERS[name](learning_rate=lr, **ema)
 
@@ -115,10 +119,17 @@ def train(run_dir: str,
   """
   for name, value, least in (('epochs', epochs, 1), ('batch_size', batch_size, 1),
                              ('warmup_epochs', warmup_epochs, 0)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-      raise ValueError(f'train.{name} must be a whole number >= {least}, got {value!r}')
-  if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or mixup < 0:
-    raise ValueError(f'train.mixup must be a number >= 0 (0 is off), got {mixup!r}')
+    checks.check_number(f'train.{name}', value, low=least, whole=True)
+  checks.check_number('train.seed', seed, low=0, high=2**32 - 1, whole=True)
+  checks.check_number('train.learning_rate', learning_rate, low=0, low_open=True)
+  checks.check_number('train.label_smoothing', label_smoothing, low=0, high=1, high_open=True)
+  checks.check_number('train.mixup', mixup, low=0, note='0 is off')
+  checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
+                      high_open=True, none_ok=True)
+  checks.check_number('train.oversample', oversample, low=0, high=1, none_ok=True,
+                      note='1 balanced, 0 natural mix')
+  _check_choice('train.optimizer', optimizer, sorted(OPTIMIZERS))
+  _check_choice('train.schedule', schedule, SCHEDULES)
   datasets.check_oversample_by(oversample_by, 'train.oversample_by')
   if init_weights is not None and not isinstance(init_weights, str):
     raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '

@@ -38,6 +38,7 @@ from tuning import grid as grid_lib
 from tuning import hparams
 from tuning import results
 from tuning import runner
+from utils import checks
 from utils import gin_utils
 
 GIN_IMPORT = 'import tuning.search'
@@ -261,11 +262,8 @@ def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: st
   if selection_mode not in ('max', 'min'):
     raise ValueError("tune.grid_search.selection_mode must be 'max' or 'min', "
                      f'got {selection_mode!r}')
-  if trial_timeout is not None and (isinstance(trial_timeout, bool)
-                                    or not isinstance(trial_timeout, (int, float))
-                                    or not trial_timeout > 0):
-    raise ValueError('tune.grid_search.trial_timeout must be a number of seconds > 0 (or '
-                     f'None for no limit), got {trial_timeout!r}')
+  checks.check_number('tune.grid_search.trial_timeout', trial_timeout, low=0, low_open=True,
+                      none_ok=True, note='seconds; None is no limit')
 
 
 def _check_metrics(selection_metric: str, metrics: Sequence[str]) -> None:
