@@ -44,9 +44,16 @@ flags.DEFINE_enum('normalise', 'logit_z', ['logit_z', 'none'],
 FLAGS = flags.FLAGS
 
 
+class _StepFailed(Exception):
+  """A train.py / evaluate.py step exited non-zero; it printed its own error."""
+
+
 def _call(args):
   print('$', ' '.join(args), flush=True)
-  subprocess.run([sys.executable] + args, cwd=ROOT, check=True)
+  code = subprocess.run([sys.executable] + args, cwd=ROOT, check=False).returncode
+  if code:
+    raise _StepFailed(f'{args[0] if args[0] != "-m" else args[1]} exited with status {code} '
+                      '(its error is above)')
 
 
 def _train_and_evaluate(run, out, bindings):
@@ -56,8 +63,20 @@ def _train_and_evaluate(run, out, bindings):
   _call(['train.py', *common, *extra, *data, f'--run_dir={run}'])
   _call(['evaluate.py', f'--run_dir={run}'])
   os.makedirs(out, exist_ok=True)
-  for name in KEEP:
-    shutil.copy(os.path.join(run, name), os.path.join(out, name))
+  # metrics.json marks the seed (or fold) as done, so it comes last and whole.
+  for name in sorted(KEEP, key=lambda n: n == 'metrics.json'):
+    shutil.copy(os.path.join(run, name), os.path.join(out, name + '.tmp'))
+    os.replace(os.path.join(out, name + '.tmp'), os.path.join(out, name))
+
+
+def _seeds(values: list[str]) -> list[int]:
+  """--seeds as whole numbers >= 0, checked before any run starts."""
+  if not values:
+    raise app.UsageError('--seeds is empty; give one or more, e.g. --seeds=0,1,2,3,4')
+  for value in values:
+    if not (value.isascii() and value.isdigit()):
+      raise app.UsageError(f'--seeds must be whole numbers >= 0, got {value!r}')
+  return [int(value) for value in values]
 
 
 def main(argv):
@@ -65,7 +84,16 @@ def main(argv):
   if FLAGS.folds == 1 or FLAGS.folds < 0:
     raise app.UsageError(f'--folds must be 0 (no cross-validation) or at least 2, '
                          f'got {FLAGS.folds}')
-  for seed in FLAGS.seeds:
+  seeds = _seeds(FLAGS.seeds)
+  try:
+    _run(seeds)
+  except _StepFailed as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+def _run(seeds: list[int]) -> None:
+  for seed in seeds:
     out = os.path.join(FLAGS.results_dir, FLAGS.name, f'seed_{seed}')
     if os.path.isfile(os.path.join(out, 'metrics.json')):
       print(f'seed {seed}: already in {out}')

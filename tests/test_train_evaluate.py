@@ -564,6 +564,23 @@ def test_cross_validated_seed_from_run_seeds(tmp_path, env):
   assert bad.returncode != 0 and '--folds must be 0' in bad.stderr
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--seeds=0,x'], "--seeds must be whole numbers >= 0, got 'x'"),
+    (['--seeds='], '--seeds is empty'),
+    (['--seeds=0', '--gin_bindings=train.label_smoothing = 2.0'],
+     'error: train.py exited with status 1 (its error is above)'),
+])
+def test_run_seeds_fails_in_one_line_and_keeps_no_result(tmp_path, env, args, message):
+  results = tmp_path / 'results'
+  proc = subprocess.run([sys.executable, 'results/run_seeds.py', f'--gin_file={DEBUG}',
+                         '--name=bad', f'--runs_dir={tmp_path / "runs"}',
+                         f'--results_dir={results}', *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  assert not results.exists()
+
+
 def test_macros_are_refused_only_when_nothing_uses_them():
   import gin
   from training import trainer  # pylint: disable=unused-import  (registers train)
