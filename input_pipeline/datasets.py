@@ -53,8 +53,7 @@ OVERSAMPLE_BY = ('class', 'grade')
 
 def check_oversample_by(value: str, parameter: str = 'oversample_by') -> None:
   """Raises ValueError naming `parameter` unless `value` is one of OVERSAMPLE_BY."""
-  if value not in OVERSAMPLE_BY:
-    raise ValueError(f'{parameter} must be one of {OVERSAMPLE_BY}, got {value!r}')
+  checks.check_choice(parameter, value, OVERSAMPLE_BY)
 
 
 def class_weights(counts: list[int], oversample: float | None) -> list[float]:

@@ -311,13 +311,17 @@ def apply_contrast(image: np.ndarray, method: str | None) -> np.ndarray:
   return _contrast_fn(method)(image)
 
 
+def check_contrast(method: str | None, parameter: str = 'contrast method') -> None:
+  """Raises ValueError naming `parameter` unless `method` names an enhancement or is None."""
+  if method is not None and method not in _CONTRAST:
+    raise ValueError(f'unknown {parameter} {method!r}; '
+                     f'choose one of {sorted(_CONTRAST)} or None')
+
+
 def _contrast_fn(method: str | None) -> Callable[[np.ndarray], np.ndarray]:
   """The enhancement registered under `method`; ValueError names an unknown one."""
-  name = 'none' if method is None else method
-  if name not in _CONTRAST:
-    raise ValueError(f'unknown contrast method {method!r}; '
-                     f'choose one of {sorted(_CONTRAST)} or None')
-  return _CONTRAST[name]
+  check_contrast(method)
+  return _CONTRAST['none' if method is None else method]
 
 
 def preprocess_image(image: np.ndarray, size: int = 256, contrast: str | None = None,

@@ -22,7 +22,6 @@ input_pipeline/synthetic_render.py; this module writes, caches and runs the CLI.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ from input_pipeline.synthetic_render import sample_grades
 from input_pipeline.synthetic_render import sample_layout
 
 from utils import checks
+from utils import gin_utils
 
 GRADING_DIR = 'B. Disease Grading'
 IMAGE_DIRS = {'train': os.path.join('1. Original Images', 'a. Training Set'),
@@ -69,7 +69,8 @@ def _params(num_train: int, num_test: int, width: int, height: int, seed: int,
             grade_probs: Sequence[float]) -> dict[str, Any]:
   """The record of what was generated, as stored in synthetic.json."""
   name = 'synthetic.generate.grade_probs'
-  if isinstance(grade_probs, str) or len(grade_probs) != 5:
+  if isinstance(grade_probs, str) or not hasattr(grade_probs, '__len__') or len(
+      grade_probs) != 5:
     raise ValueError(f'{name} must list 5 frequencies (grades 0-4), got {grade_probs!r}')
   for i, p in enumerate(grade_probs):
     checks.check_number(f'{name}[{i}]', p, low=0)
@@ -118,10 +119,13 @@ def _write_split(root: str, split: str, grades: Sequence[int], p: dict[str, Any]
 
 def check_params(prefix: str, num_train: int, num_test: int, width: int, height: int,
                  seed: int) -> None:
-  """Raises ValueError naming `prefix`.<parameter> for a count, size or seed out of range."""
+  """Raises ValueError naming `prefix`<parameter> for a count, size or seed out of range.
+
+  `prefix` is how the caller's user sets them: 'synthetic.generate.' or '--'.
+  """
   for name, value, low in (('num_train', num_train, 0), ('num_test', num_test, 0),
                            ('width', width, 32), ('height', height, 32), ('seed', seed, 0)):
-    checks.check_number(f'{prefix}.{name}', value, low=low, whole=True)
+    checks.check_number(f'{prefix}{name}', value, low=low, whole=True)
 
 
 @gin.configurable(module='synthetic', denylist=['out_dir'])
@@ -151,7 +155,7 @@ def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int 
       and does not hold a synthetic dataset (never deleted, even with overwrite).
     ValueError: A parameter is out of range.
   """
-  check_params('synthetic.generate', num_train, num_test, width, height, seed)
+  check_params('synthetic.generate.', num_train, num_test, width, height, seed)
   target = os.path.abspath(out_dir)
   if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
     if not overwrite:
@@ -184,10 +188,7 @@ def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int 
 
 def _generate_params(kwargs: dict[str, Any]) -> dict[str, Any]:
   """The parameters generate(**kwargs) would use: defaults, then gin, then kwargs."""
-  values = {name: param.default for name, param in
-            inspect.signature(generate).parameters.items()
-            if param.default is not inspect.Parameter.empty}
-  values.update(gin.get_bindings(generate))
+  values = gin_utils.configured_arguments(generate)
   values.update(kwargs)
   values.pop('overwrite', None)
   return _params(**values)
@@ -256,6 +257,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
   try:
+    check_params('--', f.num_train, f.num_test, f.width, f.height, f.seed)
     out = generate(f.out_dir, num_train=f.num_train, num_test=f.num_test, width=f.width,
                    height=f.height, seed=f.seed, overwrite=f.overwrite)
   except (FileExistsError, ValueError) as e:  # gin appends lines; keep the first

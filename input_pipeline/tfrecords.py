@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import gin
@@ -33,6 +33,7 @@ from input_pipeline import idrid
 from input_pipeline import integrity
 from input_pipeline import preprocessing
 from utils import checks
+from utils import gin_utils
 
 # How gin names build_tfrecords' parameters in error messages.
 _PARAMETER = 'tfrecords.build_tfrecords'
@@ -117,15 +118,28 @@ def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
   return results
 
 
-def _check_numbers(image_size: int, val_fraction: float, split_seed: int, shard_size: int,
-                   num_workers: int | None) -> None:
+def _check_params(image_size: int, contrast: str | None, label_mapping: str,
+                  val_fraction: float, split_seed: int, fold: int | None, num_folds: int,
+                  shard_size: int, num_workers: int | None, **unused: Any
+                  ) -> Callable[[int], int]:
+  """Checks the parameters by their gin names; returns the label mapping's function."""
+  del unused
   for name, value, low in (('image_size', image_size, 32), ('split_seed', split_seed, 0),
                            ('shard_size', shard_size, 1)):
     checks.check_number(f'{_PARAMETER}.{name}', value, low=low, whole=True)
   checks.check_number(f'{_PARAMETER}.val_fraction', val_fraction, low=0, high=1,
                       high_open=True, note='0 is no validation split')
-  checks.check_number(f'{_PARAMETER}.num_workers', num_workers, low=1, whole=True,
-                      none_ok=True, note='None is all cores')
+  checks.check_number(f'{_PARAMETER}.num_workers', num_workers, low=0, whole=True,
+                      none_ok=True, note='0 or None is all cores')
+  if fold is not None:
+    integrity.check_fold(num_folds, fold)
+  preprocessing.check_contrast(contrast, f'{_PARAMETER}.contrast')
+  return idrid.label_fn(label_mapping)
+
+
+def check_config() -> None:
+  """Checks the gin-configured parameters of `build_tfrecords` before any work."""
+  _check_params(**gin_utils.configured_arguments(build_tfrecords))
 
 
 @gin.configurable(module='tfrecords', denylist=['data_dir', 'out_dir'])
@@ -164,10 +178,8 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
       unusable photograph.
   """
   start = time.time()
-  _check_numbers(image_size, val_fraction, split_seed, shard_size, num_workers)
-  if fold is not None:
-    integrity.check_fold(num_folds, fold)
-  map_label = idrid.label_fn(label_mapping)
+  map_label = _check_params(image_size, contrast, label_mapping, val_fraction, split_seed,
+                            fold, num_folds, shard_size, num_workers)
   records, rejects = idrid.load_records(data_dir)
   if strict and rejects:
     raise idrid.DataError(f'{rejects[0].path}: {rejects[0].reason}')

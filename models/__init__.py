@@ -11,12 +11,12 @@ from __future__ import annotations
 import keras
 
 from models import resnet_v2  # pylint: disable=unused-import  (registers 'resnet_v2')
-from models.registry import available, build_model, register
+from models.registry import available, build_model, check_config, register
 from models.resnet_v2 import LAST_CONV_LAYER, RESNET_V2_SPECS, build_resnet_v2
 
 __all__ = [
     'LAST_CONV_LAYER', 'RESNET_V2_SPECS', 'available', 'build_model', 'build_resnet_v2',
-    'find_last_conv_layer', 'register',
+    'check_config', 'find_last_conv_layer', 'register',
 ]
 
 

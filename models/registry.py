@@ -21,15 +21,21 @@ from typing import Callable, Sequence
 import gin
 import keras
 
+from utils import gin_utils
+
 _MODELS: dict[str, Callable[..., keras.Model]] = {}
+_CHECKS: dict[str, Callable[[], None]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., keras.Model]],
-                                    Callable[..., keras.Model]]:
+def register(name: str, check: Callable[[], None] | None = None
+             ) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
   """Returns a decorator that registers a model builder under `name`.
 
   Args:
     name: The key `build_model(name=...)` will find the builder under.
+    check: Optional; checks the builder's gin parameters without building the model
+      (`check_config` calls it before training writes anything) and raises ValueError
+      naming a bad one.
 
   Returns:
     A decorator that records the builder and returns it unchanged.
@@ -42,6 +48,8 @@ def register(name: str) -> Callable[[Callable[..., keras.Model]],
     if name in _MODELS and _MODELS[name] is not builder:
       raise ValueError(f'a model builder is already registered as {name!r}')
     _MODELS[name] = builder
+    if check is not None:
+      _CHECKS[name] = check
     return builder
 
   return decorator
@@ -69,7 +77,23 @@ def build_model(name: str = 'resnet_v2',
   Raises:
     ValueError: If `name` is not registered; the message lists the registered names.
   """
+  _check_name(name)
+  return _MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+def _check_name(name: str) -> None:
   if name not in _MODELS:
     raise ValueError(
         f'unknown model {name!r}; available models: {", ".join(available()) or "(none)"}')
-  return _MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+def check_config() -> None:
+  """Checks the configured model's name and, where its builder has one, its parameters.
+
+  Raises:
+    ValueError: The name is not registered, or its check refuses a parameter.
+  """
+  name = gin_utils.configured_arguments(build_model)['name']
+  _check_name(name)
+  if name in _CHECKS:
+    _CHECKS[name]()

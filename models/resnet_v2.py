@@ -44,6 +44,7 @@ import keras
 
 from models import registry
 from utils import checks
+from utils import gin_utils
 
 LAST_CONV_LAYER = 'final_relu'
 
@@ -112,24 +113,25 @@ def resolve_stages(spec: str,
     ValueError: For an unknown spec, or overrides whose length does not match the spec's
       number of stages, or non-positive values.
   """
-  if spec not in RESNET_V2_SPECS:
-    raise ValueError(
-        f'unknown ResNetV2 spec {spec!r}; available: {", ".join(sorted(RESNET_V2_SPECS))}')
+  checks.check_choice(f'{_PARAMETER}.spec', spec, sorted(RESNET_V2_SPECS))
   stages = RESNET_V2_SPECS[spec]
   num_stages = len(stages)
-  filters = [s[0] for s in stages] if widths is None else list(widths)
-  if blocks_per_stage is None:
-    blocks = [s[1] for s in stages]
-  elif isinstance(blocks_per_stage, numbers.Integral):
-    blocks = [blocks_per_stage] * num_stages
-  else:
-    blocks = list(blocks_per_stage)
-  for what, values in (('widths', filters), ('blocks_per_stage', blocks)):
-    if len(values) != num_stages:
-      raise ValueError(f'{what} has {len(values)} values but spec {spec!r} has '
-                       f'{num_stages} stages')
-    for i, v in enumerate(values):
+  if isinstance(blocks_per_stage, numbers.Integral):
+    checks.check_number(f'{_PARAMETER}.blocks_per_stage', blocks_per_stage, low=1, whole=True)
+    blocks_per_stage = [blocks_per_stage] * num_stages
+  chosen = {}
+  for what, value, default in (('widths', widths, [s[0] for s in stages]),
+                               ('blocks_per_stage', blocks_per_stage, [s[1] for s in stages])):
+    if value is None:
+      chosen[what] = default
+      continue
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != num_stages:
+      raise ValueError(f'{_PARAMETER}.{what} must list {num_stages} whole numbers (spec '
+                       f'{spec!r} has {num_stages} stages), got {value!r}')
+    for i, v in enumerate(value):
       checks.check_number(f'{_PARAMETER}.{what}[{i}]', v, low=1, whole=True)
+    chosen[what] = list(value)
+  filters, blocks = chosen['widths'], chosen['blocks_per_stage']
   return [(f, b, s[2]) for f, b, s in zip(filters, blocks, stages)]
 
 
@@ -148,7 +150,28 @@ def _head_pool(x, head_pool: str):
   return keras.layers.Concatenate(name='concat_pool')(pooled)
 
 
-@registry.register('resnet_v2')
+def _check_params(spec: str, widths: Sequence[int] | None,
+                  blocks_per_stage: Sequence[int] | int | None, stem_filters: int,
+                  head_pool: str, dropout: float, weight_decay: float,
+                  bn_momentum: float, **unused) -> list[tuple[int, int, int]]:
+  """Checks the builder's parameters by their gin names; returns the resolved stages."""
+  del unused
+  stages = resolve_stages(spec, widths, blocks_per_stage)
+  checks.check_number(f'{_PARAMETER}.stem_filters', stem_filters, low=1, whole=True)
+  checks.check_choice(f'{_PARAMETER}.head_pool', head_pool, HEAD_POOLS)
+  checks.check_number(f'{_PARAMETER}.dropout', dropout, low=0, high=1, high_open=True,
+                      note='0 is none')
+  checks.check_number(f'{_PARAMETER}.weight_decay', weight_decay, low=0, note='0 is none')
+  checks.check_number(f'{_PARAMETER}.bn_momentum', bn_momentum, low=0, high=1, high_open=True)
+  return stages
+
+
+def check_config() -> None:
+  """Checks the gin-configured parameters of `build_resnet_v2` without building it."""
+  _check_params(**gin_utils.configured_arguments(build_resnet_v2))
+
+
+@registry.register('resnet_v2', check=check_config)
 @gin.configurable(module='resnet_v2', denylist=['input_shape', 'num_classes'])
 def build_resnet_v2(input_shape: Sequence[int],
                     num_classes: int,
@@ -191,16 +214,9 @@ def build_resnet_v2(input_shape: Sequence[int],
   Raises:
     ValueError: For an unknown spec, inconsistent overrides or invalid rates/sizes.
   """
-  stages = resolve_stages(spec, widths, blocks_per_stage)
   checks.check_number('num_classes', num_classes, low=1, whole=True)
-  checks.check_number(f'{_PARAMETER}.stem_filters', stem_filters, low=1, whole=True)
-  checks.check_number(f'{_PARAMETER}.dropout', dropout, low=0, high=1, high_open=True,
-                      note='0 is none')
-  checks.check_number(f'{_PARAMETER}.weight_decay', weight_decay, low=0, note='0 is none')
-  checks.check_number(f'{_PARAMETER}.bn_momentum', bn_momentum, low=0, high=1, high_open=True)
-  if head_pool not in HEAD_POOLS:
-    raise ValueError(f'{_PARAMETER}.head_pool must be one of {HEAD_POOLS}, '
-                     f'got {head_pool!r}')
+  stages = _check_params(spec, widths, blocks_per_stage, stem_filters, head_pool, dropout,
+                         weight_decay, bn_momentum)
 
   inputs = keras.Input(shape=tuple(input_shape), dtype='float32', name='image')
   x = _conv(stem_filters, 7, 2, 'stem_conv', weight_decay)(inputs)

@@ -1,5 +1,6 @@
 """Numeric parameters: a bad value is refused by name, before any work."""
 
+import gin
 import numpy as np
 import pytest
 
@@ -37,6 +38,9 @@ def test_accepts_numbers_within_bounds(value, bounds):
      'p must be a number >= 0 (0 is off, or None), got -1'),
     (2**32, dict(low=0, high=2**32 - 1, whole=True),
      'p must be a whole number in [0, 4294967295], got 4294967296'),
+    (10**400, dict(high=1, whole=True), f'p must be a whole number <= 1, got {10**400}'),
+    (0, dict(low=0, low_open=True, none_ok=True, note='None is no limit'),
+     'p must be a number > 0 (None is no limit), got 0'),
 ])
 def test_refuses_by_name_with_the_range(value, bounds, said):
   with pytest.raises(ValueError) as error:
@@ -69,7 +73,7 @@ def test_record_and_synthetic_parameters_fail_before_anything_is_written(tmp_pat
   out = tmp_path / 'tfr'
   for kwargs, name in ((dict(image_size='x'), 'image_size'), (dict(shard_size=0), 'shard_size'),
                        (dict(val_fraction=float('nan')), 'val_fraction'),
-                       (dict(num_workers=0), 'num_workers')):
+                       (dict(num_workers=-1), 'num_workers')):
     with pytest.raises(ValueError, match=f'^tfrecords.build_tfrecords.{name} must be'):
       tfrecords.build_tfrecords(str(synthetic_dir), str(out), **kwargs)
   for kwargs, name in ((dict(num_train='x'), 'num_train'), (dict(width=16), 'width'),
@@ -87,3 +91,24 @@ def test_evaluate_parameters_fail_before_the_run_is_read(tmp_path):
                        (dict(gradcam_galleries=-1), 'gradcam_galleries')):
     with pytest.raises(ValueError, match=f'^evaluate.{name} must be'):
       evaluator.evaluate(str(tmp_path), **kwargs)
+
+
+def test_choices_are_named_with_what_is_allowed():
+  checks.check_choice('p', 'a', ('a', 'b'))
+  with pytest.raises(ValueError, match=r"^p must be one of \['a', 'b'\], got 'c'$"):
+    checks.check_choice('p', 'c', ('a', 'b'))
+
+
+def test_configured_model_and_records_are_checked_without_building_them():
+  models.check_config()  # the defaults
+  tfrecords.check_config()
+  gin.parse_config('resnet_v2.build_resnet_v2.blocks_per_stage = [1, 1]')
+  with pytest.raises(ValueError, match='blocks_per_stage must list 3 whole numbers'):
+    models.check_config()
+  gin.clear_config()
+  gin.parse_config("models.build_model.name = 'resnet'")
+  with pytest.raises(ValueError, match="unknown model 'resnet'"):
+    models.check_config()
+  gin.parse_config('tfrecords.build_tfrecords.fold = 5')
+  with pytest.raises(ValueError, match=r'build_tfrecords.fold must be a whole number in \[0, 4\]'):
+    tfrecords.check_config()

@@ -180,10 +180,14 @@ def test_gin_overrides_widths_and_model_choice():
 def test_invalid_overrides_are_errors():
   with pytest.raises(ValueError, match='simplified_wide'):
     models.build_resnet_v2((64, 64, 3), 2, spec='resnet1000')
-  with pytest.raises(ValueError, match='widths has 2 values'):
+  with pytest.raises(ValueError, match=r'widths must list 3 whole numbers .*got \[8, 16\]'):
     models.build_resnet_v2((64, 64, 3), 2, widths=[8, 16])
   with pytest.raises(ValueError, match='dropout'):
     models.build_resnet_v2((64, 64, 3), 2, dropout=1.0)
+  with pytest.raises(ValueError, match=r'blocks_per_stage must be a whole number >= 1, got 0'):
+    models.build_resnet_v2((64, 64, 3), 2, blocks_per_stage=0)
+  with pytest.raises(ValueError, match=r'widths must list 3 whole numbers .*got 32'):
+    models.build_resnet_v2((64, 64, 3), 2, widths=32)
 
 
 def test_registry_lists_names_and_reaches_new_builders(monkeypatch):

@@ -183,13 +183,6 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
     (['--gin_bindings=train.mixup = -0.2'], 'train.mixup'),
     (['--gin_bindings=train.mixup = None'], 'train.mixup'),
     (['--gin_bindings=train.oversample_by = "grades"'], 'train.oversample_by'),
-    # Each of these trained silently or ended in a traceback before they were checked.
-    (['--gin_bindings=train.learning_rate = -0.1'], 'train.learning_rate must be a number > 0'),
-    (['--gin_bindings=train.label_smoothing = 2.0'], 'train.label_smoothing'),
-    (['--gin_bindings=resnet_v2.build_resnet_v2.dropout = "x"'],
-     'resnet_v2.build_resnet_v2.dropout'),
-    (['--gin_bindings=tfrecords.build_tfrecords.image_size = "x"'],
-     'tfrecords.build_tfrecords.image_size'),
     (['--gin_bindings=train.init_weights = "/no/such/run"'], 'train.init_weights'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
@@ -202,6 +195,28 @@ def test_bad_input_is_one_line(tmp_path, env, args, message):
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
   assert not run.exists()
+
+
+@pytest.mark.parametrize('binding, message', [
+    # Each of these trained silently or ended in a traceback before they were checked.
+    ('train.learning_rate = -0.1', 'train.learning_rate must be a number > 0, got -0.1'),
+    ('train.label_smoothing = 2.0', 'train.label_smoothing must be a number in [0, 1)'),
+    ('resnet_v2.build_resnet_v2.dropout = "x"', 'resnet_v2.build_resnet_v2.dropout must be'),
+    ('resnet_v2.build_resnet_v2.widths = 32', 'resnet_v2.build_resnet_v2.widths must list 3'),
+    ('tfrecords.build_tfrecords.image_size = "x"', 'tfrecords.build_tfrecords.image_size must'),
+    ('tfrecords.build_tfrecords.contrast = "clahee"', 'tfrecords.build_tfrecords.contrast'),
+    ('augment.Augmentation.zoom = 1.0', 'augment.Augmentation.zoom must be a number in [0, 1)'),
+    ('data.synthetic_data.width = 10', 'data.synthetic_data.width must be a whole number >= 32'),
+])
+def test_bad_values_fail_before_any_data_is_written(tmp_path, env, binding, message):
+  run = tmp_path / 'run'
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
+                f'--gin_bindings={binding}', env=env)
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+  assert message in errors[0]
+  # Neither the run folder nor the synthetic set or records of the cache.
+  assert not run.exists() and not (tmp_path / 'cache').exists()
 
 
 def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):

@@ -11,7 +11,10 @@ import gin
 
 from input_pipeline import synthetic
 from input_pipeline import tfrecords
+from utils import checks
+from utils import gin_utils
 
+SOURCES = ('idrid', 'synthetic')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,7 +32,7 @@ def synthetic_data(num_train: int = 240, num_test: int = 80, width: int = 400,
   gin bindings of `synthetic.generate` (e.g. grade_probs) and the generator version
   included, so configurations that differ in any of them get separate folders.
   """
-  synthetic.check_params('data.synthetic_data', num_train, num_test, width, height, seed)
+  synthetic.check_params('data.synthetic_data.', num_train, num_test, width, height, seed)
   params = dict(num_train=num_train, num_test=num_test, width=width, height=height,
                 seed=seed)
   effective = synthetic._generate_params(params)  # pylint: disable=protected-access
@@ -50,10 +53,9 @@ def prepare_records(data_dir: str | None = None, source: str = 'idrid',
       the data folder and the record parameters, so experiments that differ in
       preprocessing keep separate records.
   """
+  checks.check_choice('data.prepare_records.source', source, SOURCES)
   if source == 'synthetic':
     data_dir = data_dir or synthetic_data()
-  elif source != 'idrid':
-    raise ValueError(f'unknown data source {source!r}; use idrid or synthetic')
   if not data_dir:
     raise ValueError('no data: pass --data_dir=IDRID_FOLDER or use '
                      "data.prepare_records.source = 'synthetic'")
@@ -68,3 +70,17 @@ def prepare_records(data_dir: str | None = None, source: str = 'idrid',
   logging.info('records %s: %s', records_dir,
                ', '.join(f'{s} {c["total"]}' for s, c in manifest['counts'].items()))
   return data_dir, records_dir
+
+
+def check_config() -> None:
+  """Checks the configured data source, synthetic set and records before any work.
+
+  Raises:
+    ValueError: Naming the gin parameter at fault.
+  """
+  source = gin_utils.configured_arguments(prepare_records)['source']
+  checks.check_choice('data.prepare_records.source', source, SOURCES)
+  if source == 'synthetic':
+    synthetic.check_params('data.synthetic_data.',
+                           **gin_utils.configured_arguments(synthetic_data))
+  tfrecords.check_config()

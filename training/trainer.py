@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 import models
+from input_pipeline import augment as augment_lib
 from input_pipeline import datasets
 from input_pipeline import tfrecords
 from training import callbacks as cb
@@ -36,9 +37,14 @@ OPTIMIZERS = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
 SCHEDULES = ('cosine', 'constant')
 
 
-def _check_choice(parameter: str, value: Any, choices) -> None:
-  if value not in choices:
-    raise ValueError(f'unknown {parameter} {value!r}; choose one of {list(choices)}')
+def check_optimizer(name: str, learning_rate: float, schedule: str,
+                    ema_momentum: float | None) -> None:
+  """Raises ValueError naming the train.* parameter of an unusable optimizer setting."""
+  checks.check_choice('train.optimizer', name, sorted(OPTIMIZERS))
+  checks.check_number('train.learning_rate', learning_rate, low=0, low_open=True)
+  checks.check_choice('train.schedule', schedule, SCHEDULES)
+  checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
+                      high_open=True, none_ok=True)
 
 
 def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int,
@@ -49,10 +55,7 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
   With `ema_momentum`, the optimizer also keeps an exponential moving average of the
   weights (Keras' `use_ema`), which `callbacks.SwapEMAWeights` validates and saves.
   """
-  _check_choice('train.optimizer', name, sorted(OPTIMIZERS))
-  _check_choice('train.schedule', schedule, SCHEDULES)
-  checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
-                      high_open=True, none_ok=True)
+  check_optimizer(name, learning_rate, schedule, ema_momentum)
   if schedule == 'cosine':
     lr = keras.optimizers.schedules.CosineDecay(
         0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
@@ -121,16 +124,20 @@ def train(run_dir: str,
                              ('warmup_epochs', warmup_epochs, 0)):
     checks.check_number(f'train.{name}', value, low=least, whole=True)
   checks.check_number('train.seed', seed, low=0, high=2**32 - 1, whole=True)
-  checks.check_number('train.learning_rate', learning_rate, low=0, low_open=True)
+  check_optimizer(optimizer, learning_rate, schedule, ema_momentum)
   checks.check_number('train.label_smoothing', label_smoothing, low=0, high=1, high_open=True)
   checks.check_number('train.mixup', mixup, low=0, note='0 is off')
-  checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
-                      high_open=True, none_ok=True)
   checks.check_number('train.oversample', oversample, low=0, high=1, none_ok=True,
                       note='1 balanced, 0 natural mix')
-  _check_choice('train.optimizer', optimizer, sorted(OPTIMIZERS))
-  _check_choice('train.schedule', schedule, SCHEDULES)
   datasets.check_oversample_by(oversample_by, 'train.oversample_by')
+  # The model's, the augmentation's and the records' parameters too, before the records
+  # (minutes of preprocessing on IDRiD) or the run folder are written.
+  models.check_config()
+  augment_lib.Augmentation()
+  data.check_config()
+  if warmup_epochs and schedule == 'constant':
+    logging.warning('train.warmup_epochs = %d has no effect with the constant schedule',
+                    warmup_epochs)
   if init_weights is not None and not isinstance(init_weights, str):
     raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '
                      f'got {init_weights!r}')

@@ -257,11 +257,8 @@ def _check_args(raw_grid: Any, from_gin: bool, parallel: int, selection_mode: st
   if from_gin and GIN_IMPORT not in gin.config_str().splitlines():
     raise gin_utils.ConfigError(f'the grid gin file must contain `{GIN_IMPORT}` so that '
                                 "each trial's train.py knows tune.grid_search")
-  if parallel < 1:
-    raise ValueError(f'--parallel must be at least 1, got {parallel}')
-  if selection_mode not in ('max', 'min'):
-    raise ValueError("tune.grid_search.selection_mode must be 'max' or 'min', "
-                     f'got {selection_mode!r}')
+  checks.check_number('--parallel', parallel, low=1, whole=True)
+  checks.check_choice('tune.grid_search.selection_mode', selection_mode, ('max', 'min'))
   checks.check_number('tune.grid_search.trial_timeout', trial_timeout, low=0, low_open=True,
                       none_ok=True, note='seconds; None is no limit')
 

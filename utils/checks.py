@@ -52,13 +52,20 @@ def check_number(parameter: str, value: Any, *, low: float | None = None,
   if value is None and none_ok:
     return
   kind = numbers.Integral if whole else numbers.Real
-  ok = (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+  ok = (isinstance(value, kind) and not isinstance(value, bool)
+        and (isinstance(value, numbers.Integral) or math.isfinite(value))
         and (low is None or value > low or (value == low and not low_open))
         and (high is None or value < high or (value == high and not high_open)))
   if not ok:
     said = [note] if note else []
-    said += ['or None'] if none_ok else []
+    said += ['or None'] if none_ok and 'None' not in note else []
     note = f' ({", ".join(said)})' if said else ''
     raise ValueError(f'{parameter} must be '
                      f'{_describe(whole, low, high, low_open, high_open)}{note}, '
                      f'got {value!r}')
+
+
+def check_choice(parameter: str, value: Any, choices) -> None:
+  """Raises ValueError unless `value` is one of `choices`, naming the parameter."""
+  if value not in choices:
+    raise ValueError(f'{parameter} must be one of {list(choices)}, got {value!r}')

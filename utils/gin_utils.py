@@ -7,12 +7,12 @@ files can name them as `@Adam`, `@CosineDecay`, ... without importing `gin.tf`
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import gin
-import keras
 
 _REGISTERED = False
 # `name = value` with no configurable in front: gin takes it for a macro, used as %name.
@@ -24,11 +24,20 @@ class ConfigError(ValueError):
   """A gin file or binding could not be parsed; the message is one line."""
 
 
+def configured_arguments(fn: Callable[..., Any]) -> dict[str, Any]:
+  """The keyword arguments a call of configurable `fn` would get: defaults, then gin's."""
+  values = {name: param.default for name, param in inspect.signature(fn).parameters.items()
+            if param.default is not inspect.Parameter.empty}
+  values.update(gin.get_bindings(fn))
+  return values
+
+
 def register_external_configurables() -> None:
   """Makes Keras optimizers, losses and learning-rate schedules known to gin."""
   global _REGISTERED
   if _REGISTERED:
     return
+  import keras  # pylint: disable=g-import-not-at-top  (light modules use the rest)
   for cls in (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.SGD,
               keras.optimizers.RMSprop):
     gin.external_configurable(cls, module='keras.optimizers')

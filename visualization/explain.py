@@ -91,8 +91,7 @@ def explain_file(run_dir: str, image_path: str, out: str | None = None,
   registry.get(method)  # An unknown name fails before any work is done.
   info, params = run_preprocessing(run_dir)
   class_names = info['class_names']
-  if class_index is not None and not 0 <= class_index < len(class_names):
-    raise ValueError(f'class_index {class_index} out of range for classes {class_names}')
+  registry.check_class_index(class_index, class_names)
   photo = preprocessing.load_image(image_path)
   try:
     bbox, surround = preprocessing.locate_retina(photo)

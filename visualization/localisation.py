@@ -36,6 +36,7 @@ import numpy as np
 from evaluation import evaluator
 from input_pipeline import tfrecords
 from training import run_dir as rd
+from utils import checks
 import visualization
 from visualization import lesion_masks as lm
 from visualization import registry
@@ -225,6 +226,7 @@ def localise(run_dir: str, seg_dir: str | None = None, use_synthetic: bool = Fal
   if not os.path.isfile(info_path):
     raise FileNotFoundError(f'{run_dir} is not a trained run (missing {info_path})')
   info = rd.read_json(info_path)
+  registry.check_class_index(kwargs.get('class_index'), info['class_names'])
   params = tfrecords.read_manifest(info['records_dir'])['params']
   if use_synthetic:
     samples = lm.synthetic_samples(info['data_dir'])
@@ -267,6 +269,8 @@ def main(argv: Sequence[str]) -> None:
   from utils import entry  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   with entry.user_errors():
+    checks.check_number('--tolerance', f.tolerance, low=0, note='pixels at 256')
+    checks.check_number('--ig_steps', f.ig_steps, low=1, whole=True)
     result = localise(f.run_dir, f.seg_dir, f.synthetic, f.out, methods=f.methods,
                       class_index=f.class_index, tolerance_at_256=f.tolerance,
                       method_options={'integrated_gradients': {'steps': f.ig_steps}})

@@ -57,6 +57,12 @@ def get(method: str) -> AttributionFn:
   return _METHODS[method]
 
 
+def check_class_index(class_index: int | None, class_names: list[str]) -> None:
+  """Raises ValueError unless class_index is None (a default class) or names a class."""
+  if class_index is not None and not 0 <= class_index < len(class_names):
+    raise ValueError(f'class_index {class_index} out of range for classes {class_names}')
+
+
 def attribute(method: str, model: keras.Model, images: Any,
               class_index: int | np.ndarray | None = None, **options: Any) -> np.ndarray:
   """Heatmaps of `images` by the registered attribution `method`.
