@@ -78,7 +78,7 @@ class Reject:
 
 def label_fn(mapping: str) -> Callable[[int], int]:
   """Returns the grade -> class function for a mapping name."""
-  if mapping not in LABEL_MAPPINGS:
+  if mapping not in list(LABEL_MAPPINGS):  # a list: an unhashable value is refused too
     raise ValueError(f'unknown label_mapping {mapping!r}; '
                      f'choose one of {sorted(LABEL_MAPPINGS)}')
   return LABEL_MAPPINGS[mapping]

@@ -313,7 +313,7 @@ def apply_contrast(image: np.ndarray, method: str | None) -> np.ndarray:
 
 def check_contrast(method: str | None, parameter: str = 'contrast method') -> None:
   """Raises ValueError naming `parameter` unless `method` names an enhancement or is None."""
-  if method is not None and method not in _CONTRAST:
+  if method is not None and method not in sorted(_CONTRAST):  # a list: unhashables too
     raise ValueError(f'unknown {parameter} {method!r}; '
                      f'choose one of {sorted(_CONTRAST)} or None')
 

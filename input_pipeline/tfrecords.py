@@ -134,6 +134,7 @@ def _check_params(image_size: int, contrast: str | None, label_mapping: str,
   if fold is not None:
     integrity.check_fold(num_folds, fold)
   preprocessing.check_contrast(contrast, f'{_PARAMETER}.contrast')
+  checks.check_choice(f'{_PARAMETER}.label_mapping', label_mapping, list(idrid.LABEL_MAPPINGS))
   return idrid.label_fn(label_mapping)
 
 

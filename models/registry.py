@@ -82,7 +82,7 @@ def build_model(name: str = 'resnet_v2',
 
 
 def _check_name(name: str) -> None:
-  if name not in _MODELS:
+  if name not in available():  # a list: an unhashable value is refused, not a TypeError
     raise ValueError(
         f'unknown model {name!r}; available models: {", ".join(available()) or "(none)"}')
 

@@ -126,8 +126,9 @@ def resolve_stages(spec: str,
       chosen[what] = default
       continue
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != num_stages:
-      raise ValueError(f'{_PARAMETER}.{what} must list {num_stages} whole numbers (spec '
-                       f'{spec!r} has {num_stages} stages), got {value!r}')
+      one = ' be one whole number or' if what == 'blocks_per_stage' else ''
+      raise ValueError(f'{_PARAMETER}.{what} must{one} list {num_stages} whole numbers '
+                       f'(spec {spec!r} has {num_stages} stages), got {value!r}')
     for i, v in enumerate(value):
       checks.check_number(f'{_PARAMETER}.{what}[{i}]', v, low=1, whole=True)
     chosen[what] = list(value)

@@ -51,9 +51,11 @@ class _StepFailed(Exception):
 def _call(args):
   print('$', ' '.join(args), flush=True)
   code = subprocess.run([sys.executable] + args, cwd=ROOT, check=False).returncode
+  step = args[1] if args[0] == '-m' else args[0]
+  if code < 0:
+    raise _StepFailed(f'{step} was stopped by signal {-code}')
   if code:
-    raise _StepFailed(f'{args[0] if args[0] != "-m" else args[1]} exited with status {code} '
-                      '(its error is above)')
+    raise _StepFailed(f'{step} exited with status {code} (its error is above)')
 
 
 def _train_and_evaluate(run, out, bindings):
@@ -74,8 +76,8 @@ def _seeds(values: list[str]) -> list[int]:
   if not values:
     raise app.UsageError('--seeds is empty; give one or more, e.g. --seeds=0,1,2,3,4')
   for value in values:
-    if not (value.isascii() and value.isdigit()):
-      raise app.UsageError(f'--seeds must be whole numbers >= 0, got {value!r}')
+    if not (value.isascii() and value.isdigit()) or int(value) > 2**32 - 1:
+      raise app.UsageError(f'--seeds must be whole numbers in [0, 4294967295], got {value!r}')
   return [int(value) for value in values]
 
 

@@ -103,12 +103,20 @@ def test_configured_model_and_records_are_checked_without_building_them():
   models.check_config()  # the defaults
   tfrecords.check_config()
   gin.parse_config('resnet_v2.build_resnet_v2.blocks_per_stage = [1, 1]')
-  with pytest.raises(ValueError, match='blocks_per_stage must list 3 whole numbers'):
+  with pytest.raises(ValueError, match='blocks_per_stage must be one whole number or list 3 whole numbers'):
     models.check_config()
   gin.clear_config()
   gin.parse_config("models.build_model.name = 'resnet'")
   with pytest.raises(ValueError, match="unknown model 'resnet'"):
     models.check_config()
+  gin.clear_config()
+  gin.parse_config("models.build_model.name = ['resnet_v2']")  # a list, not a name
+  with pytest.raises(ValueError, match=r"unknown model \['resnet_v2'\]"):
+    models.check_config()
+  gin.parse_config("tfrecords.build_tfrecords.contrast = ['clahe']")
+  with pytest.raises(ValueError, match=r"tfrecords.build_tfrecords.contrast \['clahe'\]"):
+    tfrecords.check_config()
+  gin.clear_config()
   gin.parse_config('tfrecords.build_tfrecords.fold = 5')
   with pytest.raises(ValueError, match=r'build_tfrecords.fold must be a whole number in \[0, 4\]'):
     tfrecords.check_config()

@@ -199,7 +199,7 @@ def test_bad_input_is_one_line(tmp_path, env, args, message):
 
 @pytest.mark.parametrize('binding, message', [
     # Each of these trained silently or ended in a traceback before they were checked.
-    ('train.learning_rate = -0.1', 'train.learning_rate must be a number > 0, got -0.1'),
+    ('train.learning_rate = -0.1', 'train.learning_rate must be a number >= 0, got -0.1'),
     ('train.label_smoothing = 2.0', 'train.label_smoothing must be a number in [0, 1)'),
     ('resnet_v2.build_resnet_v2.dropout = "x"', 'resnet_v2.build_resnet_v2.dropout must be'),
     ('resnet_v2.build_resnet_v2.widths = 32', 'resnet_v2.build_resnet_v2.widths must list 3'),
@@ -580,7 +580,8 @@ def test_cross_validated_seed_from_run_seeds(tmp_path, env):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--seeds=0,x'], "--seeds must be whole numbers >= 0, got 'x'"),
+    (['--seeds=0,x'], "--seeds must be whole numbers in [0, 4294967295], got 'x'"),
+    (['--seeds=0,4294967296'], "got '4294967296'"),
     (['--seeds='], '--seeds is empty'),
     (['--seeds=0', '--gin_bindings=train.label_smoothing = 2.0'],
      'error: train.py exited with status 1 (its error is above)'),

@@ -41,7 +41,7 @@ def check_optimizer(name: str, learning_rate: float, schedule: str,
                     ema_momentum: float | None) -> None:
   """Raises ValueError naming the train.* parameter of an unusable optimizer setting."""
   checks.check_choice('train.optimizer', name, sorted(OPTIMIZERS))
-  checks.check_number('train.learning_rate', learning_rate, low=0, low_open=True)
+  checks.check_number('train.learning_rate', learning_rate, low=0)
   checks.check_choice('train.schedule', schedule, SCHEDULES)
   checks.check_number('train.ema_momentum', ema_momentum, low=0, high=1, low_open=True,
                       high_open=True, none_ok=True)
