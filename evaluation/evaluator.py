@@ -18,8 +18,8 @@ from input_pipeline import datasets
 from input_pipeline import idrid
 from input_pipeline import tfrecords
 from training import run_dir as rd
-from visualization import galleries
 from utils import checks
+from visualization import galleries
 from visualization import registry as attribution_methods
 
 # Splits evaluate() scores: the training split is an endless, augmented stream.

@@ -26,6 +26,8 @@ from typing import Callable
 
 from absl import logging
 
+from utils import checks
+
 SPLITS = ('train', 'test')
 GRADES = (0, 1, 2, 3, 4)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
@@ -76,11 +78,9 @@ class Reject:
   reason: str
 
 
-def label_fn(mapping: str) -> Callable[[int], int]:
-  """Returns the grade -> class function for a mapping name."""
-  if mapping not in list(LABEL_MAPPINGS):  # a list: an unhashable value is refused too
-    raise ValueError(f'unknown label_mapping {mapping!r}; '
-                     f'choose one of {sorted(LABEL_MAPPINGS)}')
+def label_fn(mapping: str, parameter: str = 'label_mapping') -> Callable[[int], int]:
+  """Returns the grade -> class function for a mapping name; ValueError names `parameter`."""
+  checks.check_choice(parameter, mapping, sorted(LABEL_MAPPINGS))
   return LABEL_MAPPINGS[mapping]
 
 

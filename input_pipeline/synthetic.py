@@ -39,6 +39,7 @@ import numpy as np
 # Re-exported: callers use synthetic.render_fundus, synthetic.GRADE_PROBS, ...
 from input_pipeline.synthetic_render import draw_fundus
 from input_pipeline.synthetic_render import edema_risk
+from input_pipeline.synthetic_render import check_grade_probs
 from input_pipeline.synthetic_render import GRADE_PROBS
 from input_pipeline.synthetic_render import Layout
 from input_pipeline.synthetic_render import Lesion
@@ -68,14 +69,7 @@ JPEG_QUALITY = 92
 def _params(num_train: int, num_test: int, width: int, height: int, seed: int,
             grade_probs: Sequence[float]) -> dict[str, Any]:
   """The record of what was generated, as stored in synthetic.json."""
-  name = 'synthetic.generate.grade_probs'
-  if isinstance(grade_probs, str) or not hasattr(grade_probs, '__len__') or len(
-      grade_probs) != 5:
-    raise ValueError(f'{name} must list 5 frequencies (grades 0-4), got {grade_probs!r}')
-  for i, p in enumerate(grade_probs):
-    checks.check_number(f'{name}[{i}]', p, low=0)
-  if not sum(grade_probs) > 0:
-    raise ValueError(f'{name} must not be all 0, got {grade_probs!r}')
+  check_grade_probs(grade_probs, 'synthetic.generate.grade_probs')
   return dict(num_train=int(num_train), num_test=int(num_test), width=int(width),
               height=int(height), seed=int(seed),
               grade_probs=[float(p) for p in grade_probs],

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from utils import checks
+
 LESIONS = ('EX', 'MA', 'HE')
 MASK_KEYS = LESIONS + ('OD',)
 GRADE_PROBS = (0.33, 0.05, 0.33, 0.18, 0.11)  # grades 0-4, close to IDRiD's
@@ -233,6 +235,17 @@ def edema_risk(layout: Layout) -> int:
   return 2 if min(d) <= 2 * layout.od_radius else 1
 
 
+def check_grade_probs(grade_probs: Sequence[float], parameter: str = 'grade_probs') -> None:
+  """Raises ValueError naming `parameter` unless it holds 5 frequencies >= 0, not all 0."""
+  if isinstance(grade_probs, str) or not hasattr(grade_probs, '__len__') or len(
+      grade_probs) != 5:
+    raise ValueError(f'{parameter} must list 5 frequencies (grades 0-4), got {grade_probs!r}')
+  for i, p in enumerate(grade_probs):
+    checks.check_number(f'{parameter}[{i}]', p, low=0)
+  if not sum(grade_probs) > 0:
+    raise ValueError(f'{parameter} must not be all 0, got {grade_probs!r}')
+
+
 def sample_grades(rng: np.random.Generator, count: int,
                   grade_probs: Sequence[float] = GRADE_PROBS) -> list[int]:
   """Stratified grades: counts follow the probabilities (largest remainder), shuffled.
@@ -240,9 +253,8 @@ def sample_grades(rng: np.random.Generator, count: int,
   When both NRDR (0-1) and RDR (2-4) have positive probability and count >= 2, each
   binary class gets at least one image, so tiny splits still hold both classes.
   """
+  check_grade_probs(grade_probs)
   p = np.asarray(grade_probs, np.float64)
-  if p.shape != (5,) or (p < 0).any() or p.sum() <= 0:
-    raise ValueError(f'grade_probs must be 5 non-negative numbers, got {grade_probs}')
   exact = count * p / p.sum()
   counts = np.floor(exact).astype(int)
   counts[np.argsort(-(exact - counts), kind='stable')[:count - counts.sum()]] += 1

@@ -134,8 +134,7 @@ def _check_params(image_size: int, contrast: str | None, label_mapping: str,
   if fold is not None:
     integrity.check_fold(num_folds, fold)
   preprocessing.check_contrast(contrast, f'{_PARAMETER}.contrast')
-  checks.check_choice(f'{_PARAMETER}.label_mapping', label_mapping, list(idrid.LABEL_MAPPINGS))
-  return idrid.label_fn(label_mapping)
+  return idrid.label_fn(label_mapping, f'{_PARAMETER}.label_mapping')
 
 
 def check_config() -> None:
