@@ -190,11 +190,16 @@ def test_unknown_monitor_fails_before_training(tmp_path, env):
 ])
 def test_bad_input_is_one_line(tmp_path, env, args, message):
   run = tmp_path / 'run'
-  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', *args, env=env)
-  assert result.returncode == 1
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  assert message in _train_error(run, args, env)
   assert not run.exists()
+
+
+def _train_error(run, args, env):
+  """The one `error:` line of a train.py run that must fail with exit code 1."""
+  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}', *args, env=env)
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+  return errors[0]
 
 
 @pytest.mark.parametrize('binding, message', [
@@ -210,11 +215,7 @@ def test_bad_input_is_one_line(tmp_path, env, args, message):
 ])
 def test_bad_values_fail_before_any_data_is_written(tmp_path, env, binding, message):
   run = tmp_path / 'run'
-  result = _run('train.py', f'--gin_file={DEBUG}', f'--run_dir={run}',
-                f'--gin_bindings={binding}', env=env)
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
-  assert message in errors[0]
+  assert message in _train_error(run, [f'--gin_bindings={binding}'], env)
   # Neither the run folder nor the synthetic set or records of the cache.
   assert not run.exists() and not (tmp_path / 'cache').exists()
 
