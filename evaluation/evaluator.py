@@ -19,6 +19,7 @@ from input_pipeline import idrid
 from input_pipeline import tfrecords
 from training import run_dir as rd
 from utils import checks
+from utils import gin_utils
 from visualization import galleries
 from visualization import registry as attribution_methods
 
@@ -102,6 +103,28 @@ def format_table(results: dict[str, Any]) -> str:
   return '\n'.join(rows)
 
 
+def _check_args(*, splits, threshold_rule, min_sensitivity, batch_size, write_figures,
+                gradcam_galleries, gallery_method, tta) -> None:
+  """`evaluate`'s arguments, checked before any work."""
+  checks.check_number('evaluate.batch_size', batch_size, low=1, whole=True)
+  checks.check_number('evaluate.gradcam_galleries', gradcam_galleries, low=0, whole=True,
+                      note='0 is none')
+  if write_figures and gradcam_galleries > 0:
+    attribution_methods.get(gallery_method)  # An unknown name fails before any work.
+  check_tta(tta)
+  check_splits(splits)
+  metrics_lib.check_threshold_rule(threshold_rule, min_sensitivity)
+
+
+def check_config() -> None:
+  """Checks gin's bindings of `evaluate` (tune.py: before a trial trains).
+
+  Raises:
+    ValueError: One line naming the gin parameter at fault.
+  """
+  _check_args(**gin_utils.configured_arguments(evaluate))
+
+
 @gin.configurable(module='evaluate', denylist=['run_dir'])
 def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
              threshold_rule: str = 'youden', min_sensitivity: float = 0.9,
@@ -129,14 +152,9 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
   Returns:
     The content of metrics.json.
   """
-  checks.check_number('evaluate.batch_size', batch_size, low=1, whole=True)
-  checks.check_number('evaluate.gradcam_galleries', gradcam_galleries, low=0, whole=True,
-                      note='0 is none')
-  if write_figures and gradcam_galleries > 0:
-    attribution_methods.get(gallery_method)  # An unknown name fails before any work.
-  check_tta(tta)
-  check_splits(splits)
-  metrics_lib.check_threshold_rule(threshold_rule, min_sensitivity)
+  _check_args(splits=splits, threshold_rule=threshold_rule, min_sensitivity=min_sensitivity,
+              batch_size=batch_size, write_figures=write_figures,
+              gradcam_galleries=gradcam_galleries, gallery_method=gallery_method, tta=tta)
   info = rd.read_json(os.path.join(run_dir, rd.RUN_INFO))
   if info.get('status') != 'completed':
     logging.warning('%s has not finished training (run.json status %r): evaluating the best '

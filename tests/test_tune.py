@@ -124,31 +124,70 @@ def test_rerun_trains_nothing(searched, cache_dir):
 
 
 def test_failing_trial_is_recorded_and_others_complete(tmp_path, cache_dir):
-  grid = _grid_file(tmp_path, "{'train.optimizer': ['adam', 'no_such_optimizer']}")
+  # A weights file that is not there is found only when train.py starts the trial.
+  missing = tmp_path / 'missing.keras'
+  grid = _grid_file(tmp_path, f"{{'train.init_weights': [None, '{missing}']}}")
   run_dir = tmp_path / 'run'
   proc = _tune(run_dir, grid, cache_dir, '--parallel=2')
   assert proc.returncode == 0, proc.stderr[-3000:]  # At least one trial completed.
   rows = {r['trial']: r for r in _read_csv(run_dir)}
-  assert rows['optimizer=adam']['status'] == 'completed'
-  failed = rows['optimizer=no_such_optimizer']
-  assert failed['status'] == 'failed'
-  assert 'no_such_optimizer' in failed['error'] and 'train.py' in failed['error']
-  assert 'FAILED optimizer=no_such_optimizer' in proc.stdout
-  assert list(rows) == ['optimizer=adam', 'optimizer=no_such_optimizer']  # Failures last.
+  assert rows['init_weights=None']['status'] == 'completed'
+  name, = [n for n in rows if n != 'init_weights=None']
+  assert rows[name]['status'] == 'failed'
+  assert 'missing.keras' in rows[name]['error'] and 'train.py' in rows[name]['error']
+  assert f'FAILED {name}' in proc.stdout
+  assert list(rows) == ['init_weights=None', name]  # Failures last.
 
 
-def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cache_dir):
-  grid = _grid_file(tmp_path, "{'tfrecords.build_tfrecords.contrast': [None, 'bogus']}")
+def test_trial_with_a_refused_value_fails_at_once_and_others_complete(tmp_path, cache_dir):
+  grid = _grid_file(tmp_path, "{'train.optimizer': ['adam', 'no_such_optimizer'], "
+                              "'train.learning_rate': [1e-3, -0.1]}")
   run_dir = tmp_path / 'run'
   proc = _tune(run_dir, grid, cache_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = {r['trial']: r for r in _read_csv(run_dir)}
-  assert rows['contrast=None']['status'] == 'completed'
-  failed = rows['contrast=bogus']
-  assert failed['status'] == 'failed' and 'records:' in failed['error']
-  assert 'bogus' in failed['error']
-  trial = json.loads((run_dir / 'contrast=bogus' / 'trial.json').read_text())
-  assert trial['status'] == 'failed' and 'bogus' in trial['error']
+  assert [n for n, r in rows.items() if r['status'] == 'completed'] == [
+      'optimizer=adam,learning_rate=0.001']
+  assert rows['optimizer=no_such_optimizer,learning_rate=0.001']['error'].startswith(
+      "refused: train.optimizer must be one of ['adam', 'adamw', 'sgd']")
+  assert rows['optimizer=adam,learning_rate=-0.1']['error'] == (
+      'refused: train.learning_rate must be a number >= 0, got -0.1')
+  for name, row in rows.items():
+    if row['status'] == 'failed':  # refused before anything of the trial ran
+      assert float(row['seconds']) == 0.0
+      written = {f for f in os.listdir(run_dir / name) if not f.startswith('events.out')}
+      assert written == {'trial.json'}  # no train.log, checkpoints or records
+      assert json.loads((run_dir / name / 'trial.json').read_text())['error'] == row['error']
+  assert 'refused: train.learning_rate must be a number >= 0, got -0.1' in proc.stderr
+  # A rerun trains nothing, reports the refused trials again and still exits 0.
+  again = _tune(run_dir, grid, cache_dir)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert ': starting' not in again.stderr
+  assert [r['status'] for r in _read_csv(run_dir)] == ['completed'] + ['failed'] * 3
+  # Every trial refused: one line, and nothing written.
+  grid = _grid_file(tmp_path, "{'evaluate.tta': [0, 9]}")
+  proc = _tune(tmp_path / 'none', grid, cache_dir)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
+  assert errors[0].startswith('error: every trial is refused; tta=0: evaluate.tta')
+  assert not (tmp_path / 'none').exists()
+
+
+def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cache_dir):
+  # A records folder that is a file is found only when the records are built.
+  taken = tmp_path / 'taken'
+  taken.write_text('not a folder')
+  grid = _grid_file(tmp_path, f"{{'data.prepare_records.records_dir': [None, '{taken}']}}")
+  run_dir = tmp_path / 'run'
+  proc = _tune(run_dir, grid, cache_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = {r['trial']: r for r in _read_csv(run_dir)}
+  assert rows['records_dir=None']['status'] == 'completed'
+  name, = [n for n in rows if n != 'records_dir=None']
+  assert rows[name]['status'] == 'failed' and 'records:' in rows[name]['error']
+  assert 'is a file, not a folder' in rows[name]['error']
+  trial = json.loads((run_dir / name / 'trial.json').read_text())
+  assert trial['status'] == 'failed' and 'is a file' in trial['error']
 
 
 @pytest.mark.parametrize('grid, extra, message', [
@@ -235,7 +274,9 @@ def test_shipped_grids_parse_for_every_trial(experiment, grid, min_trials, monke
   entry.parse_gin([experiment, grid], [])
   trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
   assert len(trials) >= min_trials
-  assert len(search.check_trials(trials, [experiment, grid], [])) == len(trials)
+  keys, refused = search.check_trials(trials, [experiment, grid], [])
+  assert len(keys) == len(trials)
+  assert not refused  # every value passes the checks train.py and evaluate.py make first
   # ...and ranks and logs metrics that metrics.json has.
   bound = {'selection_metric': 'balanced_accuracy', 'metrics': search.DEFAULT_METRICS}
   for name in bound:

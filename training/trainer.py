@@ -27,6 +27,7 @@ from training import initial_weights
 from training import metrics as metrics_lib
 from training import run_dir as rd
 from utils import checks
+from utils import gin_utils
 
 # Configurables whose bindings do not change what is trained: a run may be resumed or
 # evaluated with other values for them (a grid that gained values, another threshold rule).
@@ -90,6 +91,52 @@ class _SaveOperativeConfig(keras.callbacks.Callback):
     self._write()
 
 
+# Metric names a run may log, whatever its classes (`metrics.training_metrics`); which of
+# them a run logs is known once its records are: train() checks train.monitor again then.
+_MONITORABLE = ('loss', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'auc',
+                'referable_auc')
+
+
+def _check_args(*, epochs, batch_size, learning_rate, schedule, warmup_epochs, optimizer,
+                label_smoothing, mixup, ema_momentum, init_weights, oversample,
+                oversample_by, monitor, monitor_mode, seed, **unchecked) -> None:
+  """The checks of `train`'s arguments that need no data, then the model's, the
+  augmentation's and the records' parameters: all before the records (minutes of
+  preprocessing on IDRiD) or the run folder are written."""
+  del unchecked  # flags, or read only once the data is known (deterministic, jit_compile)
+  for name, value, least in (('epochs', epochs, 1), ('batch_size', batch_size, 1),
+                             ('warmup_epochs', warmup_epochs, 0)):
+    checks.check_number(f'train.{name}', value, low=least, whole=True)
+  checks.check_number('train.seed', seed, low=0, high=2**32 - 1, whole=True)
+  check_optimizer(optimizer, learning_rate, schedule, ema_momentum)
+  checks.check_number('train.label_smoothing', label_smoothing, low=0, high=1, high_open=True)
+  checks.check_number('train.mixup', mixup, low=0, note='0 is off')
+  checks.check_number('train.oversample', oversample, low=0, high=1, none_ok=True,
+                      note='1 balanced, 0 natural mix')
+  datasets.check_oversample_by(oversample_by, 'train.oversample_by')
+  if not isinstance(monitor, str) or monitor.removeprefix('val_') not in _MONITORABLE:
+    raise ValueError(f'train.monitor = {monitor!r} is not a logged metric; choose one of '
+                     f"{list(_MONITORABLE)}, or one of them with the prefix 'val_'")
+  if monitor_mode is not None:
+    checks.check_choice('train.monitor_mode', monitor_mode, ('min', 'max'))
+  if init_weights is not None and not isinstance(init_weights, str):
+    raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '
+                     f'got {init_weights!r}')
+  models.check_config()
+  augment_lib.Augmentation()
+  data.check_config()
+
+
+def check_config() -> None:
+  """Checks what train.py would check before writing anything, from gin's bindings, so
+  that tune.py can refuse a trial's values before building its records.
+
+  Raises:
+    ValueError: One line naming the gin parameter at fault.
+  """
+  _check_args(**gin_utils.configured_arguments(train))
+
+
 @gin.configurable(module='train', denylist=['run_dir', 'data_dir'])
 def train(run_dir: str,
           data_dir: str | None = None,
@@ -120,27 +167,14 @@ def train(run_dir: str,
   Returns:
     A summary: best monitored value and epoch, epochs run, seconds.
   """
-  for name, value, least in (('epochs', epochs, 1), ('batch_size', batch_size, 1),
-                             ('warmup_epochs', warmup_epochs, 0)):
-    checks.check_number(f'train.{name}', value, low=least, whole=True)
-  checks.check_number('train.seed', seed, low=0, high=2**32 - 1, whole=True)
-  check_optimizer(optimizer, learning_rate, schedule, ema_momentum)
-  checks.check_number('train.label_smoothing', label_smoothing, low=0, high=1, high_open=True)
-  checks.check_number('train.mixup', mixup, low=0, note='0 is off')
-  checks.check_number('train.oversample', oversample, low=0, high=1, none_ok=True,
-                      note='1 balanced, 0 natural mix')
-  datasets.check_oversample_by(oversample_by, 'train.oversample_by')
-  # The model's, the augmentation's and the records' parameters too, before the records
-  # (minutes of preprocessing on IDRiD) or the run folder are written.
-  models.check_config()
-  augment_lib.Augmentation()
-  data.check_config()
+  _check_args(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+              schedule=schedule, warmup_epochs=warmup_epochs, optimizer=optimizer,
+              label_smoothing=label_smoothing, mixup=mixup, ema_momentum=ema_momentum,
+              init_weights=init_weights, oversample=oversample, oversample_by=oversample_by,
+              monitor=monitor, monitor_mode=monitor_mode, seed=seed)
   if warmup_epochs and schedule == 'constant':
     logging.warning('train.warmup_epochs = %d has no effect with the constant schedule',
                     warmup_epochs)
-  if init_weights is not None and not isinstance(init_weights, str):
-    raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '
-                     f'got {init_weights!r}')
   info_path = os.path.join(run_dir, rd.RUN_INFO)
   config_hash = hashlib.sha256(training_config_str().encode()).hexdigest()[:16]
   previous = rd.read_json(info_path) if os.path.isfile(info_path) else {}
@@ -187,8 +221,6 @@ def train(run_dir: str,
   if monitor not in logged:
     raise ValueError(f'train.monitor = {monitor!r} is not logged; choose one of {logged}')
   monitor_mode = monitor_mode or ('min' if monitor.endswith('loss') else 'max')
-  if monitor_mode not in ('min', 'max'):
-    raise ValueError(f"train.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
   steps = datasets.steps_per_epoch(manifest, batch_size, oversample, oversample_by)
   model.compile(
       optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps,

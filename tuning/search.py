@@ -9,7 +9,9 @@
 Each trial is the base experiment (its gin files and bindings) plus the trial's
 bindings, trained by `train.py` and evaluated by `evaluate.py` on the validation split
 only; the test split is never touched. Before any trial starts, the parent parses
-every trial's configuration once (a misspelt parameter fails the whole search at once)
+every trial's configuration once (a misspelt parameter fails the whole search at once),
+checks its values as train.py and evaluate.py would (a trial with a refused value, say
+a negative learning rate, fails at once, without records or training; the others go on)
 and builds the TFRecords of each distinct records configuration, so parallel trials
 never race to build them. A trial already evaluated is skipped; one interrupted is
 resumed by running it again; one that fails is recorded and the others go on.
@@ -31,9 +33,11 @@ from typing import Any, Sequence
 from absl import logging
 import gin
 
+from evaluation import evaluator
 from evaluation import metrics as metrics_lib
 from training import data
 from training import run_dir as rd
+from training import trainer
 from tuning import grid as grid_lib
 from tuning import hparams
 from tuning import results
@@ -70,22 +74,35 @@ def _records_key() -> str:
 
 
 def check_trials(trials: Sequence[grid_lib.Trial], gin_files: Sequence[str],
-                 gin_bindings: Sequence[str]) -> dict[str, str]:
-  """Parses every trial's configuration; returns trial name -> records key.
+                 gin_bindings: Sequence[str], evaluate_bindings: Sequence[str] = ()
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+  """Parses every trial's configuration and checks its values as train.py and evaluate.py
+  would before writing anything.
+
+  Returns:
+    (trial name -> records key, trial name -> why its values are refused). A refused trial
+    is failed without building its records or starting it; the others go on.
 
   Raises:
-    gin_utils.ConfigError: One line naming the trial whose bindings gin rejects.
+    gin_utils.ConfigError: One line naming the trial whose bindings gin rejects (say a
+      misspelt parameter): the whole search is refused.
   """
-  keys = {}
+  keys, refused = {}, {}
   for trial in trials:
+    described = f'{grid_lib.GRID_PARAMETER}: trial {trial.name} ({"; ".join(trial.bindings)})'
     try:
-      _parse(gin_files, [*gin_bindings, *trial.bindings])
+      _parse(gin_files, [*gin_bindings, *trial.bindings, *evaluate_bindings,
+                         runner.EVAL_BINDING])
     except gin_utils.ConfigError as e:
-      raise gin_utils.ConfigError(
-          f'{grid_lib.GRID_PARAMETER}: trial {trial.name} ({"; ".join(trial.bindings)}): '
-          f'{e}') from e
+      raise gin_utils.ConfigError(f'{described}: {e}') from e
     keys[trial.name] = _records_key()
-  return keys
+    try:
+      trainer.check_config()
+      evaluator.check_config()
+    except (ValueError, TypeError) as e:
+      refused[trial.name] = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      logging.error('%s: refused: %s', described, refused[trial.name])
+  return keys, refused
 
 
 def _prepare_records(trials: Sequence[grid_lib.Trial], keys: dict[str, str],
@@ -200,11 +217,17 @@ def grid_search(run_dir: str,
   data_dir = os.path.abspath(data_dir) if data_dir else None
   dirs = {t.name: os.path.join(run_dir, t.name) for t in trials}
   try:
-    keys = check_trials(trials, gin_files, gin_bindings)
+    keys, refused = check_trials(trials, gin_files, gin_bindings, evaluate_bindings)
     _check_same_base(run_dir, trials, dirs, gin_files, gin_bindings, evaluate_bindings)
     pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
     pending_names = {t.name for t in pending}
-    records_errors = _prepare_records(pending, keys, gin_files, gin_bindings, data_dir)
+    if len(refused) == len(trials):
+      raise ValueError(f'every trial is refused; {trials[0].name}: {refused[trials[0].name]}')
+    errors = {t.name: f'refused: {refused[t.name]}' for t in pending if t.name in refused}
+    runnable = [t for t in pending if t.name not in refused]
+    records_errors = _prepare_records(runnable, keys, gin_files, gin_bindings, data_dir)
+    errors.update({t.name: records_errors[keys[t.name]] for t in runnable
+                   if keys[t.name] in records_errors})
   finally:
     _parse(gin_files, gin_bindings)
 
@@ -218,8 +241,8 @@ def grid_search(run_dir: str,
   env = runner.trial_env(threads, share_gpu=parallel > 1)
   infos = {t.name: _trial_info(t, gin_files, gin_bindings, data_dir, evaluate_bindings)
            for t in pending}
-  for trial in [t for t in pending if keys[t.name] in records_errors]:
-    outcome = runner.Outcome('failed', records_errors[keys[trial.name]])
+  for trial in [t for t in pending if t.name in errors]:
+    outcome = runner.Outcome('failed', errors[trial.name])
     os.makedirs(dirs[trial.name], exist_ok=True)
     rd.write_json(os.path.join(dirs[trial.name], runner.TRIAL_INFO),
                   dict(infos[trial.name], status=outcome.status, error=outcome.error,
@@ -227,7 +250,7 @@ def grid_search(run_dir: str,
     outcomes[trial.name] = outcome
     _log_outcome(trial, outcome, len(trials), 0, len(pending), 0.0, selection_metric,
                  dirs[trial.name])
-  pending = [t for t in pending if keys[t.name] not in records_errors]
+  pending = [t for t in pending if t.name not in errors]
   outcomes.update(_run_pending(pending, dirs, len(trials), infos, env, parallel,
                                selection_metric, trial_timeout))
 
@@ -349,6 +372,8 @@ def _log_outcome(trial: grid_lib.Trial, outcome: runner.Outcome, total: int, don
                  total, trial.name, outcome.seconds, metric,
                  outcome.metrics.get(metric, float('nan')), progress)
   else:
-    logging.error('trial %d/%d %s: %s after %.0f s: %s (logs in %s) %s', trial.index + 1,
-                  total, trial.name, outcome.status.upper(), outcome.seconds, outcome.error,
-                  trial_dir, progress)
+    logs = (f' (logs in {trial_dir})'
+            if os.path.isfile(os.path.join(trial_dir, runner.TRAIN_LOG)) else '')
+    logging.error('trial %d/%d %s: %s after %.0f s: %s%s %s', trial.index + 1, total,
+                  trial.name, outcome.status.upper(), outcome.seconds, outcome.error, logs,
+                  progress)
