@@ -105,12 +105,16 @@ def format_table(results: dict[str, Any]) -> str:
 
 def _check_args(*, splits, threshold_rule, min_sensitivity, batch_size, write_figures,
                 gradcam_galleries, gallery_method, tta) -> None:
-  """`evaluate`'s arguments, checked before any work."""
+  """`evaluate`'s arguments, checked before any work (each one: a new argument of
+  `evaluate` must be added here, or `check_config` fails)."""
   checks.check_number('evaluate.batch_size', batch_size, low=1, whole=True)
   checks.check_number('evaluate.gradcam_galleries', gradcam_galleries, low=0, whole=True,
                       note='0 is none')
   if write_figures and gradcam_galleries > 0:
-    attribution_methods.get(gallery_method)  # An unknown name fails before any work.
+    try:
+      attribution_methods.get(gallery_method)  # An unknown name fails before any work.
+    except ValueError as e:
+      raise ValueError(f'evaluate.gallery_method: {e}') from e
   check_tta(tta)
   check_splits(splits)
   metrics_lib.check_threshold_rule(threshold_rule, min_sensitivity)

@@ -223,6 +223,19 @@ def test_every_metric_a_run_logs_may_be_monitored():
   assert set(trainer._MONITORABLE) == logged  # pylint: disable=protected-access
 
 
+@pytest.mark.parametrize('mode', [None, '', 'min', 'max'])
+def test_monitor_mode_may_be_left_to_the_metric(mode, monkeypatch):
+  import gin
+  from training import trainer
+  from utils import entry
+  monkeypatch.chdir(REPO_ROOT)
+  try:
+    entry.parse_gin([DEBUG], [f'train.monitor_mode = {mode!r}'])
+    trainer.check_config()  # nothing raised: '' and None both mean "from the metric"
+  finally:
+    gin.clear_config()
+
+
 def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):
   import gin
   from input_pipeline import datasets

@@ -139,38 +139,43 @@ def test_failing_trial_is_recorded_and_others_complete(tmp_path, cache_dir):
   assert list(rows) == ['init_weights=None', name]  # Failures last.
 
 
-def test_trial_with_a_refused_value_fails_at_once_and_others_complete(tmp_path, cache_dir):
-  grid = _grid_file(tmp_path, "{'train.optimizer': ['adam', 'no_such_optimizer'], "
-                              "'train.learning_rate': [1e-3, -0.1]}")
+def test_trial_with_a_refused_value_fails_at_once_and_others_complete(tmp_path):
+  cache = tmp_path / 'cache'  # its own: which records were built is part of the test
+  grid = _grid_file(tmp_path, "{'train.learning_rate': [1e-3, -0.1], "
+                              "'tfrecords.build_tfrecords.contrast': [None, 'clahee']}")
   run_dir = tmp_path / 'run'
-  proc = _tune(run_dir, grid, cache_dir)
+  proc = _tune(run_dir, grid, cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = {r['trial']: r for r in _read_csv(run_dir)}
   assert [n for n, r in rows.items() if r['status'] == 'completed'] == [
-      'optimizer=adam,learning_rate=0.001']
-  assert rows['optimizer=no_such_optimizer,learning_rate=0.001']['error'].startswith(
-      "refused: train.optimizer must be one of ['adam', 'adamw', 'sgd']")
-  assert rows['optimizer=adam,learning_rate=-0.1']['error'] == (
+      'learning_rate=0.001,contrast=None']
+  assert rows['learning_rate=0.001,contrast=clahee']['error'].startswith(
+      "refused: unknown tfrecords.build_tfrecords.contrast 'clahee'")
+  assert rows['learning_rate=-0.1,contrast=None']['error'] == (
       'refused: train.learning_rate must be a number >= 0, got -0.1')
   for name, row in rows.items():
     if row['status'] == 'failed':  # refused before anything of the trial ran
       assert float(row['seconds']) == 0.0
       written = {f for f in os.listdir(run_dir / name) if not f.startswith('events.out')}
-      assert written == {'trial.json'}  # no train.log, checkpoints or records
+      assert written == {'trial.json'}  # no train.log, no checkpoints
       assert json.loads((run_dir / name / 'trial.json').read_text())['error'] == row['error']
-  assert 'refused: train.learning_rate must be a number >= 0, got -0.1' in proc.stderr
+  assert len(os.listdir(cache / 'tfrecords')) == 1  # none for the refused contrast
+  assert proc.stderr.count('refused: train.learning_rate must be a number >= 0') == 2
   # A rerun trains nothing, reports the refused trials again and still exits 0.
-  again = _tune(run_dir, grid, cache_dir)
+  again = _tune(run_dir, grid, cache)
   assert again.returncode == 0, again.stderr[-3000:]
   assert ': starting' not in again.stderr
   assert [r['status'] for r in _read_csv(run_dir)] == ['completed'] + ['failed'] * 3
-  # Every trial refused: one line, and nothing written.
+
+
+def test_grid_whose_every_trial_is_refused_stops_in_one_line(tmp_path):
   grid = _grid_file(tmp_path, "{'evaluate.tta': [0, 9]}")
-  proc = _tune(tmp_path / 'none', grid, cache_dir)
+  proc = _tune(tmp_path / 'run', grid, tmp_path / 'cache')
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
   assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
   assert errors[0].startswith('error: every trial is refused; tta=0: evaluate.tta')
-  assert not (tmp_path / 'none').exists()
+  assert 'refused' not in proc.stderr.replace(errors[0], '')  # said once
+  assert not (tmp_path / 'run').exists() and not (tmp_path / 'cache').exists()
 
 
 def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cache_dir):
@@ -197,6 +202,10 @@ def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cach
      "tune.grid_search.selection_metric = 'balanced_acc'", "selection_metric = 'balanced_acc'"),
     ("{'train.learning_rate': [1e-2, 1e-3]}",
      "tune.grid_search.metrics = ['roc_auc', 'kappa']", "['kappa']"),
+    # Named as the evaluate bindings' fault, not the first trial's.
+    ("{'train.learning_rate': [1e-2, 1e-3]}",
+     "tune.grid_search.evaluate_bindings = ['evaluate.gradcam_galleri = 0']",
+     "error: tune.grid_search.evaluate_bindings: "),
 ])
 def test_misspelt_grid_setting_fails_before_any_trial(tmp_path, cache_dir, grid, extra,
                                                       message):

@@ -117,7 +117,7 @@ def _check_args(*, epochs, batch_size, learning_rate, schedule, warmup_epochs, o
   if not isinstance(monitor, str) or monitor.removeprefix('val_') not in _MONITORABLE:
     raise ValueError(f'train.monitor = {monitor!r} is not a logged metric; choose one of '
                      f"{list(_MONITORABLE)}, or one of them with the prefix 'val_'")
-  if monitor_mode is not None:
+  if monitor_mode:  # None (or empty): from the monitored metric
     checks.check_choice('train.monitor_mode', monitor_mode, ('min', 'max'))
   if init_weights is not None and not isinstance(init_weights, str):
     raise ValueError(f'train.init_weights must be a run folder or .keras file (or None), '

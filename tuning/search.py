@@ -85,23 +85,30 @@ def check_trials(trials: Sequence[grid_lib.Trial], gin_files: Sequence[str],
 
   Raises:
     gin_utils.ConfigError: One line naming the trial whose bindings gin rejects (say a
-      misspelt parameter): the whole search is refused.
+      misspelt parameter), or `tune.grid_search.evaluate_bindings`: the whole search is
+      refused.
   """
+  try:
+    if evaluate_bindings:  # the base alone parsed already (tune.py)
+      _parse(gin_files, [*gin_bindings, *evaluate_bindings])
+  except gin_utils.ConfigError as e:
+    raise gin_utils.ConfigError(f'tune.grid_search.evaluate_bindings: {e}') from e
   keys, refused = {}, {}
   for trial in trials:
-    described = f'{grid_lib.GRID_PARAMETER}: trial {trial.name} ({"; ".join(trial.bindings)})'
     try:
+      _parse(gin_files, [*gin_bindings, *trial.bindings])  # what train.py parses
+      keys[trial.name] = _records_key()
+      trainer.check_config()
+      # ...and what evaluate.py parses: the evaluate bindings come after the trial's.
       _parse(gin_files, [*gin_bindings, *trial.bindings, *evaluate_bindings,
                          runner.EVAL_BINDING])
-    except gin_utils.ConfigError as e:
-      raise gin_utils.ConfigError(f'{described}: {e}') from e
-    keys[trial.name] = _records_key()
-    try:
-      trainer.check_config()
       evaluator.check_config()
-    except (ValueError, TypeError) as e:
+    except gin_utils.ConfigError as e:
+      raise gin_utils.ConfigError(
+          f'{grid_lib.GRID_PARAMETER}: trial {trial.name} ({"; ".join(trial.bindings)}): '
+          f'{e}') from e
+    except ValueError as e:
       refused[trial.name] = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      logging.error('%s: refused: %s', described, refused[trial.name])
   return keys, refused
 
 
@@ -221,7 +228,7 @@ def grid_search(run_dir: str,
     _check_same_base(run_dir, trials, dirs, gin_files, gin_bindings, evaluate_bindings)
     pending = [t for t in trials if runner.val_metrics(dirs[t.name]) is None]
     pending_names = {t.name for t in pending}
-    if len(refused) == len(trials):
+    if pending and len(pending) == len(trials) and all(t.name in refused for t in pending):
       raise ValueError(f'every trial is refused; {trials[0].name}: {refused[trials[0].name]}')
     errors = {t.name: f'refused: {refused[t.name]}' for t in pending if t.name in refused}
     runnable = [t for t in pending if t.name not in refused]
@@ -248,8 +255,7 @@ def grid_search(run_dir: str,
                   dict(infos[trial.name], status=outcome.status, error=outcome.error,
                        seconds=0.0))
     outcomes[trial.name] = outcome
-    _log_outcome(trial, outcome, len(trials), 0, len(pending), 0.0, selection_metric,
-                 dirs[trial.name])
+    _log_outcome(trial, outcome, len(trials), 0, len(pending), 0.0, selection_metric)
   pending = [t for t in pending if t.name not in errors]
   outcomes.update(_run_pending(pending, dirs, len(trials), infos, env, parallel,
                                selection_metric, trial_timeout))
@@ -365,15 +371,16 @@ def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total:
 
 
 def _log_outcome(trial: grid_lib.Trial, outcome: runner.Outcome, total: int, done: int,
-                 pending: int, elapsed: float, metric: str, trial_dir: str) -> None:
+                 pending: int, elapsed: float, metric: str,
+                 trial_dir: str | None = None) -> None:
+  """Logs how a trial ended; `trial_dir` (where its logs are) for a trial that was run."""
   progress = f'[{done}/{pending} run, {elapsed:.0f} s elapsed]'
   if outcome.status == 'completed':
     logging.info('trial %d/%d %s: completed in %.0f s, val %s %.4f %s', trial.index + 1,
                  total, trial.name, outcome.seconds, metric,
                  outcome.metrics.get(metric, float('nan')), progress)
   else:
-    logs = (f' (logs in {trial_dir})'
-            if os.path.isfile(os.path.join(trial_dir, runner.TRAIN_LOG)) else '')
+    logs = f' (logs in {trial_dir})' if trial_dir else ''
     logging.error('trial %d/%d %s: %s after %.0f s: %s%s %s', trial.index + 1, total,
                   trial.name, outcome.status.upper(), outcome.seconds, outcome.error, logs,
                   progress)

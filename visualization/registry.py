@@ -51,7 +51,7 @@ def get(method: str) -> AttributionFn:
   Raises:
     ValueError: Unknown method; the message lists the registered ones.
   """
-  if method not in _METHODS:
+  if not isinstance(method, str) or method not in _METHODS:
     raise ValueError(f'unknown attribution method {method!r}; available methods: '
                      f'{", ".join(available()) or "(none)"}')
   return _METHODS[method]
