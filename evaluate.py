@@ -10,8 +10,9 @@ predictions, figures and TensorBoard summaries into the run directory.
 
 import os
 
-from absl import app
 from absl import flags
+
+from utils import entry
 
 
 def define_flags() -> None:
@@ -23,9 +24,9 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  from utils import entry  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   with entry.user_errors():
+    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
     from training import run_dir as rd  # pylint: disable=g-import-not-at-top
     config = os.path.join(FLAGS.run_dir, rd.OPERATIVE_CONFIG)
     if not os.path.isfile(config):
@@ -41,4 +42,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  entry.run(main)

@@ -9,9 +9,10 @@ again with the same command; a finished run is not trained again.
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from utils import entry
 
 
 def define_flags() -> None:
@@ -24,9 +25,10 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  from utils import entry  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   with entry.user_errors():
+    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
+    entry.check_folder_flag('--data_dir', FLAGS.data_dir)
     entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     from training import trainer  # pylint: disable=g-import-not-at-top
     info = trainer.train(FLAGS.run_dir, data_dir=FLAGS.data_dir)
@@ -37,4 +39,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  entry.run(main)

@@ -13,8 +13,9 @@ completed (failures are printed), 1 if none did or the grid is invalid.
 import signal
 import sys
 
-from absl import app
 from absl import flags
+
+from utils import entry
 
 
 def define_flags() -> None:
@@ -33,10 +34,11 @@ def _interrupt(signum, frame):
 
 def main(argv):
   del argv
-  from utils import entry  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the running trials, like Ctrl-C.
   with entry.user_errors():
+    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
+    entry.check_folder_flag('--data_dir', FLAGS.data_dir)
     from tuning import results, search  # pylint: disable=g-import-not-at-top
     entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     try:
@@ -54,4 +56,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  entry.run(main)

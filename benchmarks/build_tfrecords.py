@@ -12,10 +12,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from input_pipeline import tfrecords
+from utils import entry
 
 flags.DEFINE_string('data_dir', None, 'IDRiD folder.')
 flags.DEFINE_string('out_dir', None, 'Where to build (default: a temporary folder).')
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

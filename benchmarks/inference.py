@@ -17,7 +17,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 import tensorflow as tf
@@ -25,6 +24,7 @@ import tensorflow as tf
 import models
 from input_pipeline import preprocessing
 from visualization import grad_cam
+from utils import entry
 
 DEFAULT_PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
                              'shared', 'datasets', 'idrid-fullres-sample', 'images',
@@ -79,4 +79,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

@@ -16,13 +16,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import keras
 import tensorflow as tf
 
 from input_pipeline import datasets
 from input_pipeline import tfrecords
+from utils import entry
 
 flags.DEFINE_string('records_dir', '/tmp/idrid_tfr', 'TFRecords folder.')
 flags.DEFINE_string('data_dir', None, 'IDRiD folder, to build the records if missing.')
@@ -81,4 +81,4 @@ def main(argv):
           f'{cpu_ms:.2f} ms of CPU per image')
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

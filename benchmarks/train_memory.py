@@ -11,8 +11,11 @@ import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from utils import entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +34,11 @@ def main(argv):
           f'--data_dir={FLAGS.data_dir}', f'--run_dir={FLAGS.run_dir}',
           f'--gin_bindings=train.epochs = {FLAGS.epochs}']
   args += [f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
-  subprocess.run(args, cwd=ROOT, check=True, capture_output=True)
+  proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  if proc.returncode:
+    errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+    raise ValueError(f'train.py exited with status {proc.returncode}: '
+                     f'{errors[-1][len("error: "):] if errors else proc.stderr.strip()[-300:]}')
   wall = time.perf_counter() - start
   peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   print(f'train.py on IDRiD, {FLAGS.epochs} epochs: {wall:.0f} s wall (start-up and records '
@@ -39,4 +46,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

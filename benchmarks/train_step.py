@@ -29,6 +29,7 @@ import tensorflow as tf
 import models
 from models import flops as flops_lib
 from training import metrics as metrics_lib
+from utils import entry
 
 flags.DEFINE_integer('steps', 30, 'Timed steps per setting (after warm-up).')
 flags.DEFINE_integer('image_size', 256, 'Input side, pixels.')
@@ -198,7 +199,6 @@ def main(argv):
   del argv
   _check_flags()
   if FLAGS.gin_file:
-    from utils import entry  # pylint: disable=g-import-not-at-top
     entry.parse_gin(FLAGS.gin_file, [])
   size = FLAGS.image_size
   model = models.build_model(input_shape=(size, size, 3), num_classes=2)
@@ -242,4 +242,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

@@ -75,4 +75,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('resamples', 2000, 'Bootstrap resamples of the test photographs.')
   flags.DEFINE_integer('seed', 0, 'Seed of the resampling.')
   flags.DEFINE_float('level', 0.95, 'Share of the resampled values inside the interval.')
-  app.run(main)
+  entry.run(main)

@@ -27,6 +27,7 @@ from sklearn import metrics as sk_metrics
 from evaluation import predictions
 from input_pipeline import idrid
 from training import run_dir as rd
+from utils import entry
 
 REFERABLE = idrid.label_fn('binary')  # grade -> 0 (NRDR) or 1 (RDR)
 NRDR_GRADES = tuple(g for g in idrid.GRADES if REFERABLE(g) == 0)
@@ -138,4 +139,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('data_dir', None, 'IDRiD folder whose label files give the grades.')
   flags.DEFINE_enum('split', 'test', ['val', 'test'], 'Predictions to read.')
   flags.mark_flag_as_required('data_dir')
-  app.run(main)
+  entry.run(main)

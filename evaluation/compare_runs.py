@@ -22,6 +22,7 @@ import numpy as np
 from sklearn import metrics as sk
 
 from evaluation import predictions
+from utils import entry
 
 flags.DEFINE_string('split', 'val', 'Split whose predictions_<split>.csv to compare.')
 FLAGS = flags.FLAGS
@@ -83,4 +84,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

@@ -52,6 +52,7 @@ from evaluation import metrics as metrics_lib
 from evaluation import predictions as predictions_file
 from input_pipeline import idrid
 from training import run_dir as rd
+from utils import entry
 
 CLASS_NAMES = list(idrid.CLASS_NAMES['binary'])
 # The fold parameters as the operative config of a fold run records them.
@@ -308,4 +309,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

@@ -21,6 +21,7 @@ from sklearn import model_selection
 
 from evaluation import metrics
 from evaluation import predictions
+from utils import entry
 
 flags.DEFINE_list('rules', ['youden', 'argmax'], 'Threshold rules to compare.')
 flags.DEFINE_integer('splits', 200, 'Random stratified half splits per run.')
@@ -73,4 +74,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

@@ -189,7 +189,7 @@ def load_records(data_dir: str) -> tuple[list[Record], list[Reject]]:
   """Reads both splits of an IDRiD folder.
 
   A label row whose photograph is missing becomes a `Reject`; photographs that have
-  no label row are left out, with a warning that names them.
+  no label row are left out. Both are logged as warnings that name them.
 
   Returns:
     (records sorted by split and name, rejects).
@@ -201,13 +201,18 @@ def load_records(data_dir: str) -> tuple[list[Record], list[Reject]]:
   records, rejects = [], []
   for split, (image_dir, csv_path) in find_layout(data_dir).items():
     images = _image_index(image_dir)
-    split_records = []
+    split_records, missing = [], []
     for name, grade, dme in read_labels(csv_path):
       if name not in images:
+        missing.append(name)
         rejects.append(Reject(split, name, os.path.join(image_dir, name + '.jpg'),
                               f'label row in {os.path.basename(csv_path)} has no image'))
         continue
       split_records.append(Record(split, name, images[name], grade, dme))
+    if missing:
+      logging.warning('%d row(s) of %s have no photograph in %s and are left out: %s%s',
+                      len(missing), csv_path, image_dir, ', '.join(missing[:5]),
+                      ', ...' if len(missing) > 5 else '')
     unlabelled = sorted(set(images) - {r.name for r in split_records})
     if unlabelled:
       logging.warning('%d photograph(s) in %s have no row in %s and are left out: %s%s',

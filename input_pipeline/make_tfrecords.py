@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
-from absl import app
 from absl import flags
+
+from utils import entry
 
 
 def define_flags() -> None:
@@ -41,7 +42,6 @@ def format_summary(manifest: dict, out_dir: str, seconds: float) -> str:
 def main(argv):
   del argv
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
-  from utils import entry  # pylint: disable=g-import-not-at-top
   from utils import gin_utils  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   start = time.time()
@@ -55,4 +55,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  entry.run(main)

@@ -32,6 +32,7 @@ import numpy as np
 from input_pipeline import idrid
 from input_pipeline import integrity
 from input_pipeline import preprocessing
+from utils import entry
 
 WIDTH = 200
 
@@ -103,4 +104,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

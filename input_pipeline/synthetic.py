@@ -51,6 +51,7 @@ from input_pipeline.synthetic_render import sample_layout
 
 from utils import checks
 from utils import gin_utils
+from utils import entry
 
 GRADING_DIR = 'B. Disease Grading'
 IMAGE_DIRS = {'train': os.path.join('1. Original Images', 'a. Training Set'),
@@ -261,4 +262,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  entry.run(main)

@@ -196,6 +196,15 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
   manifest_path = os.path.join(out_dir, MANIFEST)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise FileExistsError(f'{out_dir} is a file, not a folder; choose another --out_dir')
+  # A rebuild replaces the whole folder: only ever one of records (force or not), and never
+  # one holding the photographs.
+  inside = os.path.commonpath([os.path.abspath(out_dir), os.path.abspath(data_dir)])
+  if inside == os.path.abspath(out_dir):
+    raise FileExistsError(f'{out_dir} holds the data folder {data_dir}; choose another '
+                          '--out_dir')
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(manifest_path):
+    raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
+                          'choose another --out_dir')
   if os.path.isfile(manifest_path) and not force:
     existing = read_manifest(out_dir)
     if existing.get('fingerprint') == fingerprint and shards_present(out_dir, existing):
@@ -203,9 +212,6 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
       existing['reused'] = True
       return existing
     logging.info('inputs, parameters or shards changed: rebuilding %s', out_dir)
-  elif os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
-    raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
-                          'choose another --out_dir')
 
   groups, test, dropped = integrity.deduplicate(records, hashes, map_label)
   if fold is None:

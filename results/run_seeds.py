@@ -21,8 +21,12 @@ import shutil
 import subprocess
 import sys
 
-from absl import app
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from utils import entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEEP = ('metrics.json', 'predictions_val.csv', 'predictions_test.csv', 'run.json',
@@ -83,6 +87,8 @@ def _seeds(values: list[str]) -> list[int]:
 
 def main(argv):
   del argv
+  for flag in ('runs_dir', 'results_dir', 'data_dir'):
+    entry.check_folder_flag(f'--{flag}', FLAGS[flag].value)
   if FLAGS.folds == 1 or FLAGS.folds < 0:
     raise app.UsageError(f'--folds must be 0 (no cross-validation) or at least 2, '
                          f'got {FLAGS.folds}')
@@ -120,4 +126,4 @@ def _run(seeds: list[int]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry.run(main)

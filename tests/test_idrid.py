@@ -98,14 +98,19 @@ def test_duplicate_row(tmp_path):
     idrid.read_labels(str(csv))
 
 
-def test_label_row_without_image_is_rejected(tmp_path, synthetic_dir):
+def test_label_row_without_image_is_rejected_with_a_warning(tmp_path, synthetic_dir):
+  from absl import logging  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'data'
   shutil.copytree(synthetic_dir, data)
   (data / 'B. Disease Grading/1. Original Images/a. Training Set/IDRiD_003.jpg').unlink()
-  records, rejects = idrid.load_records(str(data))
+  warnings = []
+  with mock.patch.object(logging, 'warning', lambda msg, *a: warnings.append(msg % a)):
+    records, rejects = idrid.load_records(str(data))
   assert len(records) == 47
   assert [(r.split, r.name) for r in rejects] == [('train', 'IDRiD_003')]
   assert 'has no image' in rejects[0].reason
+  assert len(warnings) == 1 and '1 row(s) of' in warnings[0]
+  assert 'have no photograph' in warnings[0] and 'IDRiD_003' in warnings[0]
 
 
 def test_photograph_without_label_row_is_left_out_with_a_warning(tmp_path, synthetic_dir):

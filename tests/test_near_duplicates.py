@@ -63,8 +63,11 @@ def test_bad_input_is_a_one_line_error_naming_it(copy_with_twin, tmp_path):
   broken.unlink()  # only IDRiD_008 is bad now
   truncated.write_bytes(truncated.read_bytes()[:-2000])
   proc = _run(copy_with_twin)
-  assert proc.returncode == 1 and proc.stderr.strip().count('\n') == 0
-  assert 'IDRiD_008.jpg' in proc.stderr and 'truncated JPEG' in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+  assert 'IDRiD_008.jpg' in errors[0] and 'truncated JPEG' in errors[0]
+  # The label row of the removed IDRiD_007 is left out with a warning, not silently.
+  assert 'have no photograph' in proc.stderr and 'IDRiD_007' in proc.stderr
   proc = _run(copy_with_twin, '--threshold=1.5')
   assert proc.returncode != 0 and '--threshold' in proc.stderr
 

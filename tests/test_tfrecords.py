@@ -114,13 +114,23 @@ def test_empty_split_after_rejects_is_an_error(synthetic_dir, tmp_path):
   assert not (tmp_path / 'tfr').exists()
 
 
-def test_refuses_foreign_folder(synthetic_dir, tmp_path):
+@pytest.mark.parametrize('force', [False, True])
+def test_refuses_foreign_folder(synthetic_dir, tmp_path, force):
   out = tmp_path / 'tfr'
   out.mkdir()
   (out / 'notes.txt').write_text('mine')
   with pytest.raises(FileExistsError, match='not a TFRecords folder'):
-    _build(synthetic_dir, out)
+    _build(synthetic_dir, out, force=force)  # a rebuild would replace the whole folder
   assert (out / 'notes.txt').read_text() == 'mine'
+
+
+@pytest.mark.parametrize('where', ['.', '..'])
+def test_refuses_to_build_over_the_data(synthetic_dir, tmp_path, where):
+  data = _copy(synthetic_dir, tmp_path / 'parent')
+  before = sorted(p.relative_to(data) for p in data.rglob('*'))
+  with pytest.raises(FileExistsError, match='holds the data folder'):
+    _build(data, data / where, force=True)
+  assert sorted(p.relative_to(data) for p in data.rglob('*')) == before
 
 
 def _cli(*args):

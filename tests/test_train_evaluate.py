@@ -177,6 +177,7 @@ def test_validation_split_without_a_class_is_reported(tmp_path, env):
     (['--gin_bindings=train.oversample_by = "grades"'], 'train.oversample_by'),
     (['--gin_bindings=train.init_weights = "/no/such/run"'], 'train.init_weights'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
+    (['--run_dir='], '--run_dir is empty'),  # would have written into the current folder
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),
 ])
@@ -600,6 +601,8 @@ def test_cross_validated_seed_from_run_seeds(tmp_path, env):
     (['--seeds=0,x'], "--seeds must be whole numbers in [0, 4294967295], got 'x'"),
     (['--seeds=0,4294967296'], "got '4294967296'"),
     (['--seeds='], '--seeds is empty'),
+    (['--folds=1'], 'error: --folds must be 0 (no cross-validation) or at least 2, got 1'),
+    (['--results_dir= '], 'error: --results_dir is empty'),
     (['--seeds=0', '--gin_bindings=train.label_smoothing = 2.0'],
      'error: train.py exited with status 1 (its error is above)'),
 ])
@@ -611,6 +614,7 @@ def test_run_seeds_fails_in_one_line_and_keeps_no_result(tmp_path, env, args, me
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
+  assert 'Where the runs go' not in proc.stderr  # one line, not the whole --help
   assert not results.exists()
 
 

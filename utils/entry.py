@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from absl import app
 from absl import logging
 
 from utils import gin_utils
@@ -21,6 +22,12 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   logging.info('gin configuration:\n%s', __import__('gin').config_str())
 
 
+def check_folder_flag(flag: str, value: str | None) -> None:
+  """Refuses an empty folder flag (`--run_dir=`), which would write into the current folder."""
+  if value is not None and not value.strip():
+    raise ValueError(f'{flag} is empty; name a folder')
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
   """Turns errors caused by the user's input into one line on stderr and exit code 1."""
@@ -29,8 +36,17 @@ def user_errors() -> Iterator[None]:
     yield
   except (gin_utils.ConfigError, idrid.DataError, preprocessing.ImageError,
           FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-          NotADirectoryError, ValueError) as e:
+          NotADirectoryError, ValueError, app.UsageError) as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     logging.debug('details', exc_info=True)  # --verbosity=1 shows the traceback
     print(f'error: {message}', file=sys.stderr)  # once: not also as a log line
     sys.exit(1)
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`app.run(main)` with the errors of `user_errors`, and a bad flag (`app.UsageError`), as
+  one `error:` line and exit code 1, instead of a traceback or the whole --help."""
+  def one_line_errors(argv: list[str]) -> Any:
+    with user_errors():
+      return main(argv)
+  app.run(one_line_errors)

@@ -30,6 +30,7 @@ from training import run_dir as rd
 import visualization
 from visualization import overlays
 from visualization import registry
+from utils import entry
 
 DEFAULT_METHOD = 'grad_cam'
 # Below this fraction of dark surround (preprocessing.locate_retina) a picture is
@@ -149,7 +150,6 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from utils import entry  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   with entry.user_errors():
     result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
@@ -159,4 +159,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  entry.run(main)

@@ -40,6 +40,7 @@ from utils import checks
 import visualization
 from visualization import lesion_masks as lm
 from visualization import registry
+from utils import entry
 
 TOLERANCE_AT_256 = 15.0  # pixels at a 256-pixel side
 GAUSSIAN_SIGMA_FRACTION = 0.25
@@ -266,7 +267,6 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from utils import entry  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   with entry.user_errors():
     checks.check_number('--tolerance', f.tolerance, low=0, note='pixels at 256')
@@ -281,4 +281,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  entry.run(main)
