@@ -24,6 +24,7 @@ import tensorflow as tf
 import models
 from input_pipeline import preprocessing
 from visualization import grad_cam
+from utils import checks
 from utils import entry
 
 DEFAULT_PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
@@ -49,6 +50,10 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def main(argv):
   del argv
+  for flag in ('batch_size', 'repeats'):
+    checks.check_number(f'--{flag}', FLAGS[flag].value, low=1, whole=True)
+  if FLAGS.photo != DEFAULT_PHOTO and not os.path.isfile(FLAGS.photo):
+    raise FileNotFoundError(f'--photo: no file {FLAGS.photo}')
   if FLAGS.run_dir:
     from evaluation import evaluator  # pylint: disable=g-import-not-at-top
     model = evaluator.load_best_model(FLAGS.run_dir)

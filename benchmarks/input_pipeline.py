@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from input_pipeline import datasets
 from input_pipeline import tfrecords
+from utils import checks
 from utils import entry
 
 flags.DEFINE_string('records_dir', '/tmp/idrid_tfr', 'TFRecords folder.')
@@ -62,6 +63,8 @@ def _keras_chain(records_dir: str, batch_size: int) -> tf.data.Dataset:
 
 def main(argv):
   del argv
+  for flag in ('batch_size', 'batches'):
+    checks.check_number(f'--{flag}', FLAGS[flag].value, low=1, whole=True)
   if FLAGS.data_dir and not os.path.isfile(os.path.join(FLAGS.records_dir, tfrecords.MANIFEST)):
     tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.records_dir)
   size = tfrecords.read_manifest(FLAGS.records_dir)['params']['image_size']

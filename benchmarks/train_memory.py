@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from utils import checks
 from utils import entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +30,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  checks.check_number('--epochs', FLAGS.epochs, low=1, whole=True)
   start = time.perf_counter()
   args = [sys.executable, 'train.py', '--gin_file=configs/idrid_binary.gin',
           f'--data_dir={FLAGS.data_dir}', f'--run_dir={FLAGS.run_dir}',

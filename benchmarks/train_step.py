@@ -27,8 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 import models
+from input_pipeline import tfrecords
 from models import flops as flops_lib
 from training import metrics as metrics_lib
+from utils import checks
 from utils import entry
 
 flags.DEFINE_integer('steps', 30, 'Timed steps per setting (after warm-up).')
@@ -158,7 +160,6 @@ def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
   """
   from input_pipeline import augment  # pylint: disable=g-import-not-at-top
   from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
   if FLAGS.augment_niceness is not None:
     augment.BACKGROUND_NICENESS = FLAGS.augment_niceness
   manifest = tfrecords.read_manifest(records_dir)
@@ -179,9 +180,12 @@ def time_epoch(records_dir: str, batch: int, jit: bool, epochs: int = 4,
 def _check_flags() -> None:
   """Usage errors before any timing starts (the timings take minutes)."""
   for setting in FLAGS.settings:
-    mode = setting.split(':')[0]
+    mode, _, batch = setting.partition(':')
     if mode not in ('default', 'xla', 'bf16'):
       raise app.UsageError(f'unknown mode {mode!r} in --settings; use default, xla or bf16')
+    if not (batch.isascii() and batch.isdigit() and int(batch) >= 1):
+      raise app.UsageError(f'--settings takes mode:batch_size, e.g. default:32; got '
+                           f'{setting!r}')
   for mode in FLAGS.epoch_modes:
     if mode not in ('default', 'xla'):
       raise app.UsageError(f'unknown mode {mode!r} in --epoch_modes; use default or xla')
@@ -193,6 +197,10 @@ def _check_flags() -> None:
     raise app.UsageError('--augment_niceness must be in 0..19')
   if FLAGS.epoch_rounds < 1:
     raise app.UsageError('--epoch_rounds must be at least 1')
+  for flag, least in (('repeats', 1), ('epoch_batch', 1), ('image_size', 32)):
+    checks.check_number(f'--{flag}', FLAGS[flag].value, low=least, whole=True)
+  if FLAGS.records_dir:
+    tfrecords.read_manifest(FLAGS.records_dir)  # missing records: before the timings
 
 
 def main(argv):
