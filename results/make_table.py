@@ -58,16 +58,17 @@ def build_table(experiment: str, root: str = ROOT) -> str:
   rows, values, minutes, fold_values = [], [], [], []
   setting = predictions_file.common_threshold_setting(seed_dirs)  # the seeds must agree
   for d in seed_dirs:
-    with open(os.path.join(d, 'metrics.json')) as f:
-      m = json.load(f)
-    with open(os.path.join(d, 'run.json')) as f:
-      run = json.load(f)
-    test = m['splits']['test']
-    values.append([test[k] for k in KEYS])
+    m, run = _read_json(d, 'metrics.json'), _read_json(d, 'run.json')
+    try:
+      test = m['splits']['test']
+      values.append([test[k] for k in KEYS])
+      cv = m.get('cross_validation')
+      fold_values += [[f['test'][k] for k in KEYS] for f in m.get('folds', [])]
+      label = f'seed {run["seed"]}' + (f', {cv["num_folds"]} folds' if cv else '')
+    except (AttributeError, KeyError, TypeError) as e:
+      raise ValueError(f'{d}: metrics.json or run.json is not that of an evaluated run '
+                       f'(no {e})') from e
     minutes.append(run.get('train_seconds', float('nan')) / 60)
-    cv = m.get('cross_validation')
-    fold_values += [[f['test'][k] for k in KEYS] for f in m.get('folds', [])]
-    label = f'seed {run["seed"]}' + (f', {cv["num_folds"]} folds' if cv else '')
     rows.append(f'| {label} | ' + ' | '.join(f'{test[k]:.3f}' for k in KEYS) +
                 f' | {minutes[-1]:.1f} |')
   v = np.array(values)
@@ -98,13 +99,23 @@ def _replace_block(readme: str, tag: str, content: str) -> str:
   return pattern.sub(lambda _: f'{start}\n{content}{end}', readme)
 
 
+def _read_json(folder: str, name: str):
+  path = os.path.join(folder, name)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f'{path} is not valid JSON ({e})') from e
+
+
 def localisation_table(experiment: str, root: str = ROOT) -> str | None:
   path = os.path.join(root, 'results', experiment, 'localisation.json')
   if not os.path.isfile(path):
     return None
   from visualization import localisation  # pylint: disable=g-import-not-at-top
-  with open(path) as f:
-    data = json.load(f)
+  data = _read_json(os.path.dirname(path), os.path.basename(path))
+  if not isinstance(data, dict) or 'summary' not in data:
+    raise ValueError(f'{path} has no summary; write it again with visualization.localisation')
   return localisation.format_table(data['summary']) + '\n'
 
 
@@ -202,6 +213,11 @@ def update_readme(readme: str, experiment: str, root: str = ROOT,
 def main(argv: list[str] | None = None, root: str = ROOT) -> int:
   """Regenerates the tables; with --check, writes nothing and returns 1 if any is stale."""
   argv = sys.argv[1:] if argv is None else argv
+  unknown = [a for a in argv if a != '--check' and not a.startswith('--experiment=')]
+  if unknown:  # a misspelt --check would otherwise rewrite the tables
+    print(f'error: unknown argument {unknown[0]!r}; use [--experiment=NAME] [--check]',
+          file=sys.stderr)
+    return 1
   names = [a.split('=', 1)[1] for a in argv if a.startswith('--experiment=')]
   check = '--check' in argv
   readme_path = os.path.join(root, 'README.md')

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from evaluation import metrics
 from results import make_table
@@ -97,3 +98,28 @@ def test_seeds_with_different_threshold_rules_are_one_error(tmp_path, capsys):
                  'argmax, youden']
   assert 'old' in readme.read_text()
   assert not (tmp_path / 'results' / 'exp' / 'table.md').exists()
+
+
+@pytest.mark.parametrize('metrics, message', [
+    ('{}', 'seed_0: metrics.json or run.json is not that of an evaluated run'),
+    ('{"splits": {"te', 'seed_0/metrics.json: not a metrics file'),
+])
+def test_unreadable_results_are_one_error_naming_the_file(tmp_path, capsys, metrics, message):
+  labels = np.array([0, 0, 1, 1, 1])
+  _seed(tmp_path, 0, (labels, [0.2, 0.6, 0.7, 0.8, 0.4]), (labels, [0.1, 0.6, 0.9, 0.4, 0.8]))
+  (tmp_path / 'results' / 'exp' / 'seed_0' / 'metrics.json').write_text(metrics)
+  readme = tmp_path / 'README.md'
+  readme.write_text('# r\n<!-- results:exp:start -->\nold\n<!-- results:exp:end -->\n')
+  assert make_table.main([], root=str(tmp_path)) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: results/exp: ') and message in err[0]
+  assert 'old' in readme.read_text()
+
+
+def test_a_misspelt_flag_rewrites_nothing(tmp_path, capsys):
+  readme = tmp_path / 'README.md'
+  readme.write_text('# r\n<!-- results:exp:start -->\nold\n<!-- results:exp:end -->\n')
+  assert make_table.main(['--chek'], root=str(tmp_path)) == 1
+  assert capsys.readouterr().err == (
+      "error: unknown argument '--chek'; use [--experiment=NAME] [--check]\n")
+  assert 'old' in readme.read_text()
