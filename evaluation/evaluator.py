@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any, Sequence
 
 from absl import logging
@@ -32,7 +33,12 @@ def load_best_model(run_dir: str) -> keras.Model:
   path = os.path.join(run_dir, rd.BEST_MODEL)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'no checkpoint in {run_dir} (missing {path}); train it first')
-  return keras.models.load_model(path, compile=False)
+  try:
+    return keras.models.load_model(path, compile=False)
+  except (OSError, ValueError, zipfile.BadZipFile) as e:  # Keras says 'File not found'
+    logging.debug('loading %s', path, exc_info=True)
+    raise ValueError(f'{path} cannot be loaded: a corrupt or truncated .keras file, or one '
+                     f'written by another version ({type(e).__name__})') from e
 
 
 def dihedral_view(images: tf.Tensor, k: int) -> tf.Tensor:

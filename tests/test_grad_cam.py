@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -302,7 +303,6 @@ def test_explain_corrupt_image_is_one_line_error(trained_run, tmp_path, capsys):
 
 def test_explain_calls_the_class_with_the_runs_validation_threshold(trained_run, tmp_path):
   import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
   run = tmp_path / 'run'
   shutil.copytree(trained_run, run)
   (run / 'metrics.json').unlink(missing_ok=True)
@@ -320,3 +320,19 @@ def test_explain_calls_the_class_with_the_runs_validation_threshold(trained_run,
     assert explain.decision_text(result).startswith(
         f'{called} (P(RDR) = {p_rdr:.3f} {sign} {threshold:.3f}, the threshold')
     assert result['probabilities']['RDR'] == pytest.approx(p_rdr, abs=1e-5)
+
+
+@pytest.mark.parametrize('name, keep, message', [
+    ('run.json', 20, 'run.json is not valid JSON'),
+    (os.path.join('checkpoints', 'best.keras'), 5000, 'best.keras cannot be loaded'),
+])
+def test_evaluate_names_a_truncated_file_of_the_run(trained_run, tmp_path, name, keep,
+                                                    message):
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run, run)
+  (run / name).write_bytes((run / name).read_bytes()[:keep])
+  proc = subprocess.run([sys.executable, 'evaluate.py', f'--run_dir={run}'], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=300)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
+  assert f'{run / name} ' in errors[0] and message in errors[0]

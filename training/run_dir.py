@@ -51,5 +51,9 @@ def write_json(path: str, data: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+  """The content of a JSON file; ValueError naming the file if it is not JSON (truncated)."""
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise ValueError(f'{path} is not valid JSON ({e})') from e
