@@ -119,6 +119,14 @@ def test_prepare_reads_masks_of_another_size(tmp_path):
   assert p.retina.mean() > 0.5 and p.retina[p.lesions > 0].all()
 
 
+def test_a_mask_of_another_aspect_ratio_is_refused(tmp_path):
+  # At the photograph's aspect ratio another size is resized (test above); at another
+  # aspect ratio it is the mask of another photograph.
+  cv2.imwrite(str(tmp_path / 'mask.png'), np.zeros((30, 40), np.uint8))
+  with pytest.raises(preprocessing.ImageError, match=r'mask.png: a 40x30 mask for a 160x150'):
+    lm.read_mask(str(tmp_path / 'mask.png'), (150, 160))
+
+
 def _write_csv(path: pathlib.Path, rows: list[dict[str, str]]) -> None:
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -157,6 +165,11 @@ def test_seg_groups_follow_the_models_train_split(tmp_path):
                     'train/IDRiD_03': lm.NOT_TRAINED_ON, 'train/IDRiD_04': lm.NOT_TRAINED_ON,
                     'test/IDRiD_55': lm.TRAINED_ON}
   assert set(samples[0].masks) == {'MA', 'OD'}
+  # A mapping file with other columns: one error naming it, not a KeyError.
+  (seg / lm.SEG_MAP).write_text('image,split\nIDRiD_01,train\n')
+  with pytest.raises(ValueError, match=r'seg_to_grading_map.csv: no column seg_image, '
+                                       r'seg_split'):
+    lm.seg_samples(str(seg))
 
 
 def test_synthetic_samples_are_the_referable_test_images(synthetic_dir):

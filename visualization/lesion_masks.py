@@ -82,11 +82,17 @@ def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
   """A mask file as a boolean array of `shape` (nearest-neighbour resize if it differs).
 
   Raises:
-    preprocessing.ImageError: The file is missing or not an image.
+    preprocessing.ImageError: The file is missing or not an image, or its aspect ratio is
+      not the photograph's (more than 2 % apart): the mask of another photograph.
   """
   mask = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE)
   if mask is None:
     raise preprocessing.ImageError(f'{path}: not a readable mask image')
+  aspect, photo_aspect = mask.shape[1] / mask.shape[0], shape[1] / shape[0]
+  if abs(aspect / photo_aspect - 1) > 0.02:
+    raise preprocessing.ImageError(
+        f'{path}: a {mask.shape[1]}x{mask.shape[0]} mask for a {shape[1]}x{shape[0]} '
+        'photograph (another aspect ratio): not its mask')
   if mask.shape != tuple(shape):
     mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
   return mask > 127
@@ -159,7 +165,12 @@ def seg_samples(seg_dir: str, trained: set[str] | None = None) -> list[Sample]:
     raise FileNotFoundError(f'{seg_dir} is not an IDRiD segmentation folder '
                             f'(missing {SEG_MAP})')
   with open(map_path, newline='') as f:
-    rows = {(r['seg_split'], r['seg_image']): r for r in csv.DictReader(f)}
+    reader = csv.DictReader(f)
+    missing = {'seg_split', 'seg_image'} - set(reader.fieldnames or [])
+    if missing:
+      raise ValueError(f'{map_path}: no column {", ".join(sorted(missing))} (columns: '
+                       f'{reader.fieldnames})')
+    rows = {(r['seg_split'], r['seg_image']): r for r in reader}
   samples = []
   for split in ('train', 'test'):
     image_dir = os.path.join(seg_dir, 'images', split)
