@@ -267,6 +267,19 @@ def test_explain_cli_on_a_synthetic_photograph(trained_run, tmp_path):
   assert out.stat().st_size > 1000
 
 
+@pytest.mark.parametrize('out, message', [
+    ('', '--out={tmp} is a folder; name a .png file in it'),  # it wrote {tmp}.png
+    ('x.xyz', "--out must name a .png file, got '{tmp}/x.xyz'"),
+])
+def test_explain_refuses_an_output_that_is_not_a_png_file(trained_run, tmp_path, out,
+                                                          message):
+  result = _explain(f'--run_dir={trained_run}', f'--image={_synthetic_photo(trained_run)}',
+                    f'--out={tmp_path / out}' if out else f'--out={tmp_path}')
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert result.returncode == 1 and errors == [f'error: {message.format(tmp=tmp_path)}']
+  assert os.listdir(tmp_path) == [] and not os.path.exists(f'{tmp_path}.png')
+
+
 def test_explain_cli_on_a_full_resolution_photograph(trained_run, idrid_fullres):
   image = idrid_fullres / 'images' / 'IDRiD_005.jpg'
   result = _explain(f'--run_dir={trained_run}', f'--image={image}')

@@ -40,9 +40,14 @@ FIGURES_DIR = 'figures'
 def write_text(path: str, text: str) -> None:
   """Writes a file atomically (temporary file, then rename)."""
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.isfile(tmp):
+      os.remove(tmp)
+    raise
 
 
 def write_json(path: str, data: Any) -> None:

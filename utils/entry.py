@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,6 +27,16 @@ def check_folder_flag(flag: str, value: str | None) -> None:
   """Refuses an empty folder flag (`--run_dir=`), which would write into the current folder."""
   if value is not None and not value.strip():
     raise ValueError(f'{flag} is empty; name a folder')
+
+
+def check_output_file(flag: str, path: str | None, extension: str) -> None:
+  """Refuses an output flag that names a folder or a file of another kind (None: default)."""
+  if path is None:
+    return
+  if os.path.isdir(path):
+    raise ValueError(f'{flag}={path} is a folder; name a {extension} file in it')
+  if os.path.splitext(path)[1].lower() != extension:
+    raise ValueError(f'{flag} must name a {extension} file, got {path!r}')
 
 
 @contextlib.contextmanager

@@ -271,6 +271,7 @@ def main(argv: Sequence[str]) -> None:
   with entry.user_errors():
     checks.check_number('--tolerance', f.tolerance, low=0, note='pixels at 256')
     checks.check_number('--ig_steps', f.ig_steps, low=1, whole=True)
+    entry.check_output_file('--out', f.out, '.json')
     result = localise(f.run_dir, f.seg_dir, f.synthetic, f.out, methods=f.methods,
                       class_index=f.class_index, tolerance_at_256=f.tolerance,
                       method_options={'integrated_gradients': {'steps': f.ig_steps}})
