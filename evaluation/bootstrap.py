@@ -21,6 +21,7 @@ import numpy as np
 
 from evaluation import metrics
 from evaluation import predictions
+from utils import checks
 from utils import entry
 
 
@@ -57,6 +58,9 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError('give one or more run folders')
   run_dirs = argv[1:]
+  checks.check_number('--resamples', FLAGS.resamples, low=1, whole=True)
+  checks.check_number('--seed', FLAGS.seed, low=0, high=2**32 - 1, whole=True)
+  checks.check_number('--level', FLAGS.level, low=0, high=1, low_open=True, high_open=True)
   with entry.user_errors():  # a missing or malformed file: one line, exit code 1
     rule, min_sensitivity = predictions.common_threshold_setting(run_dirs)
     _, labels, probs, threshold = predictions.ensemble(run_dirs, rule, min_sensitivity)

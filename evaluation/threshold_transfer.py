@@ -21,6 +21,7 @@ from sklearn import model_selection
 
 from evaluation import metrics
 from evaluation import predictions
+from utils import checks
 from utils import entry
 
 flags.DEFINE_list('rules', ['youden', 'argmax'], 'Threshold rules to compare.')
@@ -50,6 +51,11 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise app.UsageError('name one or more run directories')
+  if not FLAGS.rules:
+    raise app.UsageError('--rules is empty; name one or more of '
+                         f'{", ".join(metrics.THRESHOLD_RULES)}')
+  checks.check_number('--splits', FLAGS.splits, low=1, whole=True)
+  checks.check_number('--seed', FLAGS.seed, low=0, high=2**32 - 1, whole=True)
   for rule in FLAGS.rules:
     if rule not in metrics.THRESHOLD_RULES:
       raise app.UsageError(f'unknown rule {rule!r} in --rules; choose from '

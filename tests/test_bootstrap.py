@@ -73,6 +73,11 @@ def test_command_scores_the_ensemble_of_the_runs(tmp_path):
   assert missing.returncode == 1
   errors = [l for l in missing.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'predictions_test.csv' in errors[0]
+  level = subprocess.run([sys.executable, '-m', 'evaluation.bootstrap', '--level=1.5',
+                          str(tmp_path / 'a')], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+  assert level.returncode == 1 and level.stderr.strip().splitlines()[-1] == (
+      'error: --level must be a number in (0, 1), got 1.5')
 
 
 def test_ensemble_keeps_the_runs_sensitivity_target(tmp_path):

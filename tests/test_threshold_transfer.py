@@ -57,3 +57,10 @@ def test_cli_prints_one_line_per_run_and_names_a_missing_file(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       f'error: {missing / "predictions_val.csv"}: no validation predictions; '
       'run evaluate.py first')
+  # Bad flags: one line each (--splits=0 was an IndexError, --rules= printed nothing).
+  for flag, message in (('--splits=0', '--splits must be a whole number >= 1, got 0'),
+                        ('--rules=', '--rules is empty')):
+    proc = subprocess.run([sys.executable, '-m', 'evaluation.threshold_transfer', str(run),
+                           flag], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr.strip().splitlines()[-1]
+    assert 'Traceback' not in proc.stderr
