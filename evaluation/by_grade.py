@@ -14,7 +14,6 @@ validation); nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -76,7 +75,7 @@ def run_table(run_dir: str, split: str, grades: dict[str, int]) -> dict[int, dic
     raise FileNotFoundError(f'{metrics_path}: not found; run evaluate.py first')
   try:
     threshold = float(rd.read_json(metrics_path)['threshold'])
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
+  except (ValueError, KeyError, TypeError) as e:  # ValueError: not JSON
     raise ValueError(f'{metrics_path}: no decision threshold in it ({type(e).__name__}: {e}); '
                      'run evaluate.py again') from None
   missing = [n for n in names if n not in grades]

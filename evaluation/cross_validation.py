@@ -71,10 +71,7 @@ FLAGS = flags.FLAGS
 def _read_json(path: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found; train and evaluate the fold first')
-  try:
-    return rd.read_json(path)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path}: not valid JSON ({e})') from None
+  return rd.read_json(path)  # ValueError naming the file if it is not JSON
 
 
 def fold_params(fold_dir: str) -> dict[str, str]:
@@ -296,6 +293,9 @@ def main(argv):
                          '[--oof_only] FOLD_RUN_DIR...')
   if FLAGS.out and FLAGS.oof_only:
     raise app.UsageError('--oof_only writes nothing; leave out --out')
+  if FLAGS.out and os.path.abspath(FLAGS.out) in {os.path.abspath(d) for d in fold_dirs}:
+    raise app.UsageError(f'--out={FLAGS.out} is one of the fold runs: its predictions would '
+                         'be overwritten; choose another folder')
   try:
     results, run, preds = combine(fold_dirs, FLAGS.normalise, FLAGS.oof_only)
     if not FLAGS.oof_only:

@@ -50,15 +50,22 @@ def read_referable(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.
   with open(file, newline='') as f:
     rows = list(csv.DictReader(f))
   columns = set(rows[0]) if rows else set()
-  if {'name', 'label', 'p_RDR'} <= columns:
-    return ([r['name'] for r in rows], np.array([int(r['label']) for r in rows]),
-            np.array([float(r['p_RDR']) for r in rows]))
-  if {'name', 'label', *_GRADE_COLUMNS} <= columns:
-    grade_probs = np.array([[float(r[c]) for c in _GRADE_COLUMNS] for r in rows])
-    return ([r['name'] for r in rows],
-            *metrics.referable(grade_probs, [int(r['label']) for r in rows]))
-  raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run) or the '
-                   'five grade columns (a 5-grade run)')
+  binary = {'name', 'label', 'p_RDR'} <= columns
+  if not binary and not {'name', 'label', *_GRADE_COLUMNS} <= columns:
+    raise ValueError(f'{file}: expected columns name, label and p_RDR (a binary run) or the '
+                     'five grade columns (a 5-grade run)')
+  prob_columns = ['p_RDR'] if binary else list(_GRADE_COLUMNS)
+  try:
+    labels = np.array([int(r['label']) for r in rows])
+    probs = np.array([[float(r[c]) for c in prob_columns] for r in rows])
+  except (TypeError, ValueError) as e:  # an empty cell reads as None, text as text
+    raise ValueError(f'{file}: a label or probability is not a number ({e})') from e
+  if not (np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1):
+    raise ValueError(f'{file}: probabilities must lie in [0, 1] (NaN, a value outside, or '
+                     'not a predictions file of evaluate.py)')
+  if binary:
+    return [r['name'] for r in rows], labels, probs[:, 0]
+  return [r['name'] for r in rows], *metrics.referable(probs, labels)
 
 
 def average_by_name(runs: Sequence[tuple[Sequence[str], np.ndarray, np.ndarray]],

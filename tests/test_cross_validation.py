@@ -144,6 +144,28 @@ def test_command_line_errors_are_one_line_and_write_nothing(tmp_path):
     assert not out.exists() or not os.listdir(out)
 
 
+def test_bad_probabilities_and_an_out_among_the_folds_are_refused(tmp_path):
+  dirs = _three_folds(tmp_path)
+  before = (tmp_path / 'fold_0' / 'predictions_val.csv').read_text()
+  proc = subprocess.run([sys.executable, '-m', 'evaluation.cross_validation',
+                         f'--out={dirs[0]}', *dirs], cwd=REPO_ROOT, capture_output=True,
+                        text=True)
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      f'error: --out={dirs[0]} is one of the fold runs: its predictions would be '
+      'overwritten; choose another folder']
+  assert (tmp_path / 'fold_0' / 'predictions_val.csv').read_text() == before
+  lines = before.splitlines()
+  row = lines[1].split(',')
+  lines[1] = ','.join(row[:-1] + ['1.7'])  # P(RDR) above 1
+  (tmp_path / 'fold_0' / 'predictions_val.csv').write_text('\n'.join(lines) + '\n')
+  proc = subprocess.run([sys.executable, '-m', 'evaluation.cross_validation',
+                         f'--out={tmp_path / "out"}', *dirs], cwd=REPO_ROOT,
+                        capture_output=True, text=True)
+  assert proc.returncode == 1 and proc.stderr.strip().count('\n') == 0
+  assert 'fold_0' in proc.stderr and 'probabilities must lie in [0, 1]' in proc.stderr
+  assert not (tmp_path / 'out').exists()
+
+
 def test_oof_only_judges_folds_without_test_predictions_and_writes_nothing(tmp_path):
   """A change is judged on out-of-fold figures before any test score of it exists."""
   dirs = _three_folds(tmp_path)
