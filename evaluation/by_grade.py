@@ -15,7 +15,6 @@ validation); nothing is written.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -122,12 +121,9 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise app.UsageError('give one or more run folders')
-  try:
+  with entry.user_errors():  # one line naming the file
     grades = grades_of(FLAGS.data_dir, FLAGS.split)
     tables = [run_table(d, FLAGS.split, grades) for d in run_dirs]
-  except (OSError, ValueError) as e:  # idrid.DataError is a ValueError
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(f'{FLAGS.split} split, {len(run_dirs)} run(s); mean +- sd over runs')
   print(summary(tables))
 

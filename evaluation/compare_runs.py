@@ -14,7 +14,6 @@ photographs. Binary and 5-grade runs mix: a 5-grade run is scored on P(grades 2-
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -69,12 +68,9 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise app.UsageError('name one or more run directories')
-  try:
+  with entry.user_errors():  # one line naming the file
     runs = {os.path.normpath(d): predictions.read_referable(d, FLAGS.split) for d in run_dirs}
     shared, aucs = compare(runs)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(f'{FLAGS.split}: {len(shared)} photographs shared by all {len(runs)} runs')
   for run, (own, common) in aucs.items():
     print(f'{run}: ROC AUC {own:.3f} on its {len(runs[run][0])}, {common:.3f} on the shared')

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from typing import Any, Sequence
 
 from absl import logging
@@ -12,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import models
 from evaluation import metrics as metrics_lib
 from evaluation import plots
 from evaluation import predictions as predictions_file
@@ -33,12 +33,7 @@ def load_best_model(run_dir: str) -> keras.Model:
   path = os.path.join(run_dir, rd.BEST_MODEL)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'no checkpoint in {run_dir} (missing {path}); train it first')
-  try:
-    return keras.models.load_model(path, compile=False)
-  except (OSError, ValueError, zipfile.BadZipFile) as e:  # Keras says 'File not found'
-    logging.debug('loading %s', path, exc_info=True)
-    raise ValueError(f'{path} cannot be loaded: a corrupt or truncated .keras file, or one '
-                     f'written by another version ({type(e).__name__})') from e
+  return models.load_model_file(path)
 
 
 def dihedral_view(images: tf.Tensor, k: int) -> tf.Tensor:

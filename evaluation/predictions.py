@@ -60,9 +60,10 @@ def read_referable(run_dir: str, split: str) -> tuple[list[str], np.ndarray, np.
     probs = np.array([[float(r[c]) for c in prob_columns] for r in rows])
   except (TypeError, ValueError) as e:  # an empty cell reads as None, text as text
     raise ValueError(f'{file}: a label or probability is not a number ({e})') from e
-  if not (np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1):
+  if not (np.isfinite(probs).all() and probs.min() >= -1e-6 and probs.max() <= 1 + 1e-6):
     raise ValueError(f'{file}: probabilities must lie in [0, 1] (NaN, a value outside, or '
                      'not a predictions file of evaluate.py)')
+  probs = np.clip(probs, 0.0, 1.0)  # a float32 softmax may round a hair past 1
   if binary:
     return [r['name'] for r in rows], labels, probs[:, 0]
   return [r['name'] for r in rows], *metrics.referable(probs, labels)

@@ -12,7 +12,6 @@ the rule gives on new photographs, without touching the test split. The in-sampl
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -62,7 +61,7 @@ def main(argv):
                            f'{", ".join(metrics.THRESHOLD_RULES)}')
   print(f'held-out balanced accuracy over {FLAGS.splits} stratified half splits of '
         'validation (mean +- sd; threshold 10th-90th percentile); in-sample in brackets')
-  try:
+  with entry.user_errors():  # one line naming the file
     for run_dir in run_dirs:
       _, labels, probs = predictions.read_referable(run_dir, 'val')
       parts = []
@@ -74,9 +73,6 @@ def main(argv):
                      f'(t {r["threshold_low"]:.2f}-{r["threshold_high"]:.2f}) '
                      f'[{whole["balanced_accuracy"]:.3f}]')
       print(f'{os.path.basename(os.path.normpath(run_dir))}: ' + '; '.join(parts))
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
 
 
 if __name__ == '__main__':

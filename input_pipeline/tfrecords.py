@@ -180,6 +180,18 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
   start = time.time()
   map_label = _check_params(image_size, contrast, label_mapping, val_fraction, split_seed,
                             fold, num_folds, shard_size, num_workers)
+  manifest_path = os.path.join(out_dir, MANIFEST)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f'{out_dir} is a file, not a folder; choose another --out_dir')
+  # A rebuild replaces the whole folder: only ever one of records (force or not), and never
+  # one holding the photographs.
+  inside = os.path.commonpath([os.path.abspath(out_dir), os.path.abspath(data_dir)])
+  if inside == os.path.abspath(out_dir):
+    raise FileExistsError(f'{out_dir} holds the data folder {data_dir}; choose another '
+                          '--out_dir')
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(manifest_path):
+    raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
+                          'choose another --out_dir')
   records, rejects = idrid.load_records(data_dir)
   if strict and rejects:
     raise idrid.DataError(f'{rejects[0].path}: {rejects[0].reason}')
@@ -193,18 +205,6 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
     del params['val_fraction']
   sources = {f'{r.split}/{r.name}': hashes[r.path] for r in records}
   fingerprint = _fingerprint(params, sources)
-  manifest_path = os.path.join(out_dir, MANIFEST)
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise FileExistsError(f'{out_dir} is a file, not a folder; choose another --out_dir')
-  # A rebuild replaces the whole folder: only ever one of records (force or not), and never
-  # one holding the photographs.
-  inside = os.path.commonpath([os.path.abspath(out_dir), os.path.abspath(data_dir)])
-  if inside == os.path.abspath(out_dir):
-    raise FileExistsError(f'{out_dir} holds the data folder {data_dir}; choose another '
-                          '--out_dir')
-  if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(manifest_path):
-    raise FileExistsError(f'{out_dir} exists and is not a TFRecords folder; '
-                          'choose another --out_dir')
   if os.path.isfile(manifest_path) and not force:
     existing = read_manifest(out_dir)
     if existing.get('fingerprint') == fingerprint and shards_present(out_dir, existing):

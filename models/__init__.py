@@ -8,6 +8,8 @@ Importing this package imports every architecture module, so their builders are 
 
 from __future__ import annotations
 
+import os
+
 import keras
 
 from models import resnet_v2  # pylint: disable=unused-import  (registers 'resnet_v2')
@@ -16,8 +18,27 @@ from models.resnet_v2 import LAST_CONV_LAYER, RESNET_V2_SPECS, build_resnet_v2
 
 __all__ = [
     'LAST_CONV_LAYER', 'RESNET_V2_SPECS', 'available', 'build_model', 'build_resnet_v2',
-    'check_config', 'find_last_conv_layer', 'register',
+    'check_config', 'find_last_conv_layer', 'load_model_file', 'register',
 ]
+
+
+def load_model_file(path: str) -> keras.Model:
+  """A saved .keras model, without its optimizer.
+
+  Raises:
+    FileNotFoundError, PermissionError: As for any file.
+    ValueError: The file is not a readable Keras model (truncated, corrupt, or of another
+      Keras version), naming it; Keras itself says 'File not found' for most of these.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such model file')
+  try:
+    return keras.models.load_model(path, compile=False)
+  except PermissionError:
+    raise
+  except Exception as e:  # a truncated or foreign file fails in many ways
+    raise ValueError(f'{path} is not a readable Keras model file: corrupt, truncated or '
+                     f'written by another version ({type(e).__name__})') from e
 
 
 def _output_rank(layer: keras.layers.Layer) -> int | None:

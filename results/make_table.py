@@ -22,7 +22,6 @@ files, if README.md or a results/<experiment>/table.md is out of date.
 
 import csv
 import glob
-import json
 import os
 import re
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, ROOT)
 
 from evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 from evaluation import predictions as predictions_file  # pylint: disable=g-import-not-at-top
+from training import run_dir as rd  # pylint: disable=g-import-not-at-top
 
 KEYS = metrics_lib.REPORTED
 HEADER = ('accuracy', 'balanced acc.', 'sensitivity', 'specificity', 'F1', 'ROC AUC')
@@ -58,7 +58,7 @@ def build_table(experiment: str, root: str = ROOT) -> str:
   rows, values, minutes, fold_values = [], [], [], []
   setting = predictions_file.common_threshold_setting(seed_dirs)  # the seeds must agree
   for d in seed_dirs:
-    m, run = _read_json(d, 'metrics.json'), _read_json(d, 'run.json')
+    m, run = (rd.read_json(os.path.join(d, name)) for name in ('metrics.json', 'run.json'))
     try:
       test = m['splits']['test']
       values.append([test[k] for k in KEYS])
@@ -99,21 +99,12 @@ def _replace_block(readme: str, tag: str, content: str) -> str:
   return pattern.sub(lambda _: f'{start}\n{content}{end}', readme)
 
 
-def _read_json(folder: str, name: str):
-  path = os.path.join(folder, name)
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except ValueError as e:
-    raise ValueError(f'{path} is not valid JSON ({e})') from e
-
-
 def localisation_table(experiment: str, root: str = ROOT) -> str | None:
   path = os.path.join(root, 'results', experiment, 'localisation.json')
   if not os.path.isfile(path):
     return None
   from visualization import localisation  # pylint: disable=g-import-not-at-top
-  data = _read_json(os.path.dirname(path), os.path.basename(path))
+  data = rd.read_json(path)
   if not isinstance(data, dict) or 'summary' not in data:
     raise ValueError(f'{path} has no summary; write it again with visualization.localisation')
   return localisation.format_table(data['summary']) + '\n'

@@ -337,7 +337,7 @@ def test_explain_calls_the_class_with_the_runs_validation_threshold(trained_run,
 
 @pytest.mark.parametrize('name, keep, message', [
     ('run.json', 20, 'run.json is not valid JSON'),
-    (os.path.join('checkpoints', 'best.keras'), 5000, 'best.keras cannot be loaded'),
+    (os.path.join('checkpoints', 'best.keras'), 5000, 'best.keras is not a readable Keras model file'),
 ])
 def test_evaluate_names_a_truncated_file_of_the_run(trained_run, tmp_path, name, keep,
                                                     message):

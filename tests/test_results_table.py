@@ -100,14 +100,16 @@ def test_seeds_with_different_threshold_rules_are_one_error(tmp_path, capsys):
   assert not (tmp_path / 'results' / 'exp' / 'table.md').exists()
 
 
-@pytest.mark.parametrize('metrics, message', [
-    ('{}', 'seed_0: metrics.json or run.json is not that of an evaluated run'),
-    ('{"splits": {"te', 'seed_0/metrics.json: not a metrics file'),
+@pytest.mark.parametrize('name, content, message', [
+    ('metrics.json', '{}', 'seed_0: metrics.json or run.json is not that of an evaluated run'),
+    ('metrics.json', '{"splits": {"te', 'seed_0/metrics.json: not a metrics file'),
+    ('run.json', '{"seed', 'seed_0/run.json is not valid JSON'),
 ])
-def test_unreadable_results_are_one_error_naming_the_file(tmp_path, capsys, metrics, message):
+def test_unreadable_results_are_one_error_naming_the_file(tmp_path, capsys, name, content,
+                                                          message):
   labels = np.array([0, 0, 1, 1, 1])
   _seed(tmp_path, 0, (labels, [0.2, 0.6, 0.7, 0.8, 0.4]), (labels, [0.1, 0.6, 0.9, 0.4, 0.8]))
-  (tmp_path / 'results' / 'exp' / 'seed_0' / 'metrics.json').write_text(metrics)
+  (tmp_path / 'results' / 'exp' / 'seed_0' / name).write_text(content)
   readme = tmp_path / 'README.md'
   readme.write_text('# r\n<!-- results:exp:start -->\nold\n<!-- results:exp:end -->\n')
   assert make_table.main([], root=str(tmp_path)) == 1

@@ -206,6 +206,9 @@ def test_trial_whose_records_fail_is_recorded_and_others_complete(tmp_path, cach
     ("{'train.learning_rate': [1e-2, 1e-3]}",
      "tune.grid_search.evaluate_bindings = ['evaluate.gradcam_galleri = 0']",
      "error: tune.grid_search.evaluate_bindings: "),
+    ("{'train.learning_rate': [1e-2, 1e-3]}",
+     "tune.grid_search.evaluate_bindings = ['evaluate.tta = 0']",
+     "error: tune.grid_search.evaluate_bindings: evaluate.tta"),
 ])
 def test_misspelt_grid_setting_fails_before_any_trial(tmp_path, cache_dir, grid, extra,
                                                       message):
@@ -283,7 +286,11 @@ def test_shipped_grids_parse_for_every_trial(experiment, grid, min_trials, monke
   entry.parse_gin([experiment, grid], [])
   trials = grid_lib.expand(gin.query_parameter(grid_lib.GRID_PARAMETER))
   assert len(trials) >= min_trials
-  keys, refused = search.check_trials(trials, [experiment, grid], [])
+  try:
+    evaluate_bindings = gin.query_parameter('tune.grid_search.evaluate_bindings')
+  except ValueError:
+    evaluate_bindings = []  # not bound
+  keys, refused = search.check_trials(trials, [experiment, grid], [], evaluate_bindings)
   assert len(keys) == len(trials)
   assert not refused  # every value passes the checks train.py and evaluate.py make first
   # ...and ranks and logs metrics that metrics.json has.

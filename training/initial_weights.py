@@ -27,6 +27,7 @@ from typing import Any
 from absl import logging
 import keras
 
+import models
 from input_pipeline import datasets
 from input_pipeline import integrity
 from input_pipeline import tfrecords
@@ -74,10 +75,9 @@ def load_into(model: keras.Model, model_file: str) -> list[str]:
       `model`'s apart from the head; nothing is changed then.
   """
   try:
-    source = keras.models.load_model(model_file, compile=False)
-  except Exception as e:  # a truncated or foreign file fails in many ways
-    raise ValueError(f'{PARAMETER}: {model_file} is not a readable Keras model file '
-                     f'({type(e).__name__})') from e
+    source = models.load_model_file(model_file)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{PARAMETER}: {e}') from e
   target_layers, source_layers = _weighted_layers(model), _weighted_layers(source)
   # The head is the last layer with weights, if it is a plain layer (not a nested model).
   last = list(target_layers)[-1]

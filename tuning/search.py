@@ -88,11 +88,13 @@ def check_trials(trials: Sequence[grid_lib.Trial], gin_files: Sequence[str],
       misspelt parameter), or `tune.grid_search.evaluate_bindings`: the whole search is
       refused.
   """
-  try:
-    if evaluate_bindings:  # the base alone parsed already (tune.py)
-      _parse(gin_files, [*gin_bindings, *evaluate_bindings])
+  try:  # the evaluate bindings on the base: a fault of theirs would refuse every trial
+    _parse(gin_files, [*gin_bindings, *evaluate_bindings, runner.EVAL_BINDING])
+    evaluator.check_config()
   except gin_utils.ConfigError as e:
     raise gin_utils.ConfigError(f'tune.grid_search.evaluate_bindings: {e}') from e
+  except ValueError as e:
+    raise ValueError(f'tune.grid_search.evaluate_bindings: {e}') from e
   keys, refused = {}, {}
   for trial in trials:
     try:
