@@ -118,9 +118,13 @@ def check_params(prefix: str, num_train: int, num_test: int, width: int, height:
 
   `prefix` is how the caller's user sets them: 'synthetic.generate.' or '--'.
   """
-  for name, value, low in (('num_train', num_train, 0), ('num_test', num_test, 0),
-                           ('width', width, 32), ('height', height, 32), ('seed', seed, 0)):
-    checks.check_number(f'{prefix}{name}', value, low=low, whole=True)
+  # Each split needs a photograph (the records refuse an empty one); IDRiD's own
+  # photographs are 4288x2848, and far larger ones would exhaust memory.
+  for name, value, low, high in (('num_train', num_train, 1, None),
+                                 ('num_test', num_test, 1, None),
+                                 ('width', width, 32, 8192), ('height', height, 32, 8192),
+                                 ('seed', seed, 0, None)):
+    checks.check_number(f'{prefix}{name}', value, low=low, high=high, whole=True)
 
 
 @gin.configurable(module='synthetic', denylist=['out_dir'])

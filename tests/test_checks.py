@@ -77,6 +77,7 @@ def test_record_and_synthetic_parameters_fail_before_anything_is_written(tmp_pat
     with pytest.raises(ValueError, match=f'^tfrecords.build_tfrecords.{name} must be'):
       tfrecords.build_tfrecords(str(synthetic_dir), str(out), **kwargs)
   for kwargs, name in ((dict(num_train='x'), 'num_train'), (dict(width=16), 'width'),
+                       (dict(num_test=0), 'num_test'),  # a set the records would refuse
                        (dict(grade_probs=(1, 2)), 'grade_probs'),
                        (dict(grade_probs=(1, 0, -1, 0, 0)), r'grade_probs\[2\]'),
                        (dict(grade_probs=(0, 0, 0, 0, 0)), 'grade_probs')):
