@@ -204,7 +204,8 @@ def _train_error(run, args, env):
     ('tfrecords.build_tfrecords.image_size = "x"', 'tfrecords.build_tfrecords.image_size must'),
     ('tfrecords.build_tfrecords.contrast = "clahee"', 'tfrecords.build_tfrecords.contrast'),
     ('augment.Augmentation.zoom = 1.0', 'augment.Augmentation.zoom must be a number in [0, 1)'),
-    ('data.synthetic_data.width = 10', 'data.synthetic_data.width must be a whole number >= 32'),
+    ('data.synthetic_data.width = 10',
+     'data.synthetic_data.width must be a whole number in [32, 8192], got 10'),
     # These two were found only once the records had been built.
     ('train.monitor = "val_kappa"', "train.monitor = 'val_kappa' is not a logged metric"),
     ('train.monitor_mode = "maximum"', "train.monitor_mode must be one of ['min', 'max']"),
