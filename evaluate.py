@@ -25,17 +25,16 @@ def define_flags() -> None:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  with entry.user_errors():
-    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
-    from training import run_dir as rd  # pylint: disable=g-import-not-at-top
-    config = os.path.join(FLAGS.run_dir, rd.OPERATIVE_CONFIG)
-    if not os.path.isfile(config):
-      raise FileNotFoundError(f'{FLAGS.run_dir} is not a trained run (missing {config})')
-    given = os.path.join(FLAGS.run_dir, rd.CONFIG)  # absent in runs of older versions
-    configs = [config] + ([given] if os.path.isfile(given) else [])
-    entry.parse_gin(configs + FLAGS.gin_file, FLAGS.gin_bindings)
-    from evaluation import evaluator  # pylint: disable=g-import-not-at-top
-    results = evaluator.evaluate(FLAGS.run_dir)
+  entry.check_folder_flag('--run_dir', FLAGS.run_dir)
+  from training import run_dir as rd  # pylint: disable=g-import-not-at-top
+  config = os.path.join(FLAGS.run_dir, rd.OPERATIVE_CONFIG)
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f'{FLAGS.run_dir} is not a trained run (missing {config})')
+  given = os.path.join(FLAGS.run_dir, rd.CONFIG)  # absent in runs of older versions
+  configs = [config] + ([given] if os.path.isfile(given) else [])
+  entry.parse_gin(configs + FLAGS.gin_file, FLAGS.gin_bindings)
+  from evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  results = evaluator.evaluate(FLAGS.run_dir)
   print(evaluator.format_table(results))
   print(f'wrote {os.path.join(FLAGS.run_dir, "metrics.json")} and figures/')
 

@@ -26,12 +26,11 @@ def define_flags() -> None:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  with entry.user_errors():
-    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
-    entry.check_folder_flag('--data_dir', FLAGS.data_dir)
-    entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    from training import trainer  # pylint: disable=g-import-not-at-top
-    info = trainer.train(FLAGS.run_dir, data_dir=FLAGS.data_dir)
+  entry.check_folder_flag('--run_dir', FLAGS.run_dir)
+  entry.check_folder_flag('--data_dir', FLAGS.data_dir)
+  entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  from training import trainer  # pylint: disable=g-import-not-at-top
+  info = trainer.train(FLAGS.run_dir, data_dir=FLAGS.data_dir)
   best = info.get('best') or {}
   print(f'run {FLAGS.run_dir}: best {best.get("monitor")} {best.get("value", float("nan")):.4f} '
         f'at epoch {best.get("epoch")} ({info.get("train_seconds", 0):.0f} s of training)')

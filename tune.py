@@ -36,18 +36,17 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the running trials, like Ctrl-C.
-  with entry.user_errors():
-    entry.check_folder_flag('--run_dir', FLAGS.run_dir)
-    entry.check_folder_flag('--data_dir', FLAGS.data_dir)
-    from tuning import results, search  # pylint: disable=g-import-not-at-top
-    entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    try:
-      report = search.grid_search(FLAGS.run_dir, gin_files=FLAGS.gin_file,
-                                  gin_bindings=FLAGS.gin_bindings, data_dir=FLAGS.data_dir,
-                                  parallel=FLAGS.parallel)
-    except KeyboardInterrupt:
-      print('interrupted: run the same command again to resume', file=sys.stderr)
-      sys.exit(130)
+  entry.check_folder_flag('--run_dir', FLAGS.run_dir)
+  entry.check_folder_flag('--data_dir', FLAGS.data_dir)
+  from tuning import results, search  # pylint: disable=g-import-not-at-top
+  entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  try:
+    report = search.grid_search(FLAGS.run_dir, gin_files=FLAGS.gin_file,
+                                gin_bindings=FLAGS.gin_bindings, data_dir=FLAGS.data_dir,
+                                parallel=FLAGS.parallel)
+  except KeyboardInterrupt:
+    print('interrupted: run the same command again to resume', file=sys.stderr)
+    sys.exit(130)
   print(results.format_summary(report))
   if not report.completed:
     print('error: no trial completed', file=sys.stderr)

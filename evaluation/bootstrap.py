@@ -61,10 +61,9 @@ def main(argv):
   checks.check_number('--resamples', FLAGS.resamples, low=1, whole=True)
   checks.check_number('--seed', FLAGS.seed, low=0, high=2**32 - 1, whole=True)
   checks.check_number('--level', FLAGS.level, low=0, high=1, low_open=True, high_open=True)
-  with entry.user_errors():  # a missing or malformed file: one line, exit code 1
-    rule, min_sensitivity = predictions.common_threshold_setting(run_dirs)
-    _, labels, probs, threshold = predictions.ensemble(run_dirs, rule, min_sensitivity)
-    table = intervals(labels, probs, threshold, FLAGS.resamples, FLAGS.seed, FLAGS.level)
+  rule, min_sensitivity = predictions.common_threshold_setting(run_dirs)
+  _, labels, probs, threshold = predictions.ensemble(run_dirs, rule, min_sensitivity)
+  table = intervals(labels, probs, threshold, FLAGS.resamples, FLAGS.seed, FLAGS.level)
   what = f'ensemble of {len(run_dirs)} runs' if len(run_dirs) > 1 else run_dirs[0]
   print(f'test split, {what}: {len(labels)} photographs ({int(np.sum(labels == 0))} NRDR, '
         f'{int(np.sum(labels == 1))} RDR), threshold {threshold:.2f} '

@@ -121,9 +121,8 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise app.UsageError('give one or more run folders')
-  with entry.user_errors():  # one line naming the file
-    grades = grades_of(FLAGS.data_dir, FLAGS.split)
-    tables = [run_table(d, FLAGS.split, grades) for d in run_dirs]
+  grades = grades_of(FLAGS.data_dir, FLAGS.split)
+  tables = [run_table(d, FLAGS.split, grades) for d in run_dirs]
   print(f'{FLAGS.split} split, {len(run_dirs)} run(s); mean +- sd over runs')
   print(summary(tables))
 

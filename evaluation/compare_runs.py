@@ -68,9 +68,8 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise app.UsageError('name one or more run directories')
-  with entry.user_errors():  # one line naming the file
-    runs = {os.path.normpath(d): predictions.read_referable(d, FLAGS.split) for d in run_dirs}
-    shared, aucs = compare(runs)
+  runs = {os.path.normpath(d): predictions.read_referable(d, FLAGS.split) for d in run_dirs}
+  shared, aucs = compare(runs)
   print(f'{FLAGS.split}: {len(shared)} photographs shared by all {len(runs)} runs')
   for run, (own, common) in aucs.items():
     print(f'{run}: ROC AUC {own:.3f} on its {len(runs[run][0])}, {common:.3f} on the shared')

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -296,13 +295,9 @@ def main(argv):
   if FLAGS.out and os.path.abspath(FLAGS.out) in {os.path.abspath(d) for d in fold_dirs}:
     raise app.UsageError(f'--out={FLAGS.out} is one of the fold runs: its predictions would '
                          'be overwritten; choose another folder')
-  try:
-    results, run, preds = combine(fold_dirs, FLAGS.normalise, FLAGS.oof_only)
-    if not FLAGS.oof_only:
-      write(FLAGS.out, results, run, preds)
-  except (OSError, ValueError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    sys.exit(1)
+  results, run, preds = combine(fold_dirs, FLAGS.normalise, FLAGS.oof_only)
+  if not FLAGS.oof_only:
+    write(FLAGS.out, results, run, preds)
   print(summary(results))
   if not FLAGS.oof_only:
     print(f'wrote {os.path.join(FLAGS.out, "metrics.json")}')

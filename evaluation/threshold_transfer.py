@@ -61,18 +61,17 @@ def main(argv):
                            f'{", ".join(metrics.THRESHOLD_RULES)}')
   print(f'held-out balanced accuracy over {FLAGS.splits} stratified half splits of '
         'validation (mean +- sd; threshold 10th-90th percentile); in-sample in brackets')
-  with entry.user_errors():  # one line naming the file
-    for run_dir in run_dirs:
-      _, labels, probs = predictions.read_referable(run_dir, 'val')
-      parts = []
-      for rule in FLAGS.rules:
-        r = transfer(labels, probs, rule, FLAGS.splits, FLAGS.seed)
-        whole = metrics.binary_metrics(labels, probs, metrics.choose_threshold(labels, probs,
-                                                                                rule))
-        parts.append(f'{rule} {r["mean"]:.3f} +- {r["sd"]:.3f} '
-                     f'(t {r["threshold_low"]:.2f}-{r["threshold_high"]:.2f}) '
-                     f'[{whole["balanced_accuracy"]:.3f}]')
-      print(f'{os.path.basename(os.path.normpath(run_dir))}: ' + '; '.join(parts))
+  for run_dir in run_dirs:
+    _, labels, probs = predictions.read_referable(run_dir, 'val')
+    parts = []
+    for rule in FLAGS.rules:
+      r = transfer(labels, probs, rule, FLAGS.splits, FLAGS.seed)
+      whole = metrics.binary_metrics(labels, probs, metrics.choose_threshold(labels, probs,
+                                                                              rule))
+      parts.append(f'{rule} {r["mean"]:.3f} +- {r["sd"]:.3f} '
+                   f'(t {r["threshold_low"]:.2f}-{r["threshold_high"]:.2f}) '
+                   f'[{whole["balanced_accuracy"]:.3f}]')
+    print(f'{os.path.basename(os.path.normpath(run_dir))}: ' + '; '.join(parts))
 
 
 if __name__ == '__main__':

@@ -45,11 +45,10 @@ def main(argv):
   from utils import gin_utils  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   start = time.time()
-  with entry.user_errors():
-    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    # Only pass switches that are on, so gin bindings of the same names still apply.
-    switches = {k: True for k in ('strict', 'force') if FLAGS[k].value}
-    manifest = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.out_dir, **switches)
+  gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  # Only pass switches that are on, so gin bindings of the same names still apply.
+  switches = {k: True for k in ('strict', 'force') if FLAGS[k].value}
+  manifest = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.out_dir, **switches)
   print(format_summary(manifest, FLAGS.out_dir, time.time() - start))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any, Sequence
 
@@ -50,8 +49,8 @@ from input_pipeline.synthetic_render import sample_grades
 from input_pipeline.synthetic_render import sample_layout
 
 from utils import checks
-from utils import gin_utils
 from utils import entry
+from utils import gin_utils
 
 GRADING_DIR = 'B. Disease Grading'
 IMAGE_DIRS = {'train': os.path.join('1. Original Images', 'a. Training Set'),
@@ -255,12 +254,9 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  try:
-    check_params('--', f.num_train, f.num_test, f.width, f.height, f.seed)
-    out = generate(f.out_dir, num_train=f.num_train, num_test=f.num_test, width=f.width,
-                   height=f.height, seed=f.seed, overwrite=f.overwrite)
-  except (FileExistsError, ValueError) as e:  # gin appends lines; keep the first
-    sys.exit(f'error: {str(e).splitlines()[0]}')
+  check_params('--', f.num_train, f.num_test, f.width, f.height, f.seed)
+  out = generate(f.out_dir, num_train=f.num_train, num_test=f.num_test, width=f.width,
+                 height=f.height, seed=f.seed, overwrite=f.overwrite)
   print(summary(out))
 
 

@@ -41,13 +41,14 @@ def check_output_file(flag: str, path: str | None, extension: str) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-  """Turns errors caused by the user's input into one line on stderr and exit code 1."""
-  from input_pipeline import idrid, preprocessing  # pylint: disable=g-import-not-at-top
+  """Turns errors caused by the user's input into one line on stderr and exit code 1.
+
+  The project's own (gin_utils.ConfigError, idrid.DataError, preprocessing.ImageError) are
+  ValueErrors; OSError is a missing or unreadable file, a full disk, ...
+  """
   try:
     yield
-  except (gin_utils.ConfigError, idrid.DataError, preprocessing.ImageError,
-          FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-          NotADirectoryError, ValueError, app.UsageError) as e:
+  except (OSError, ValueError, app.UsageError) as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     logging.debug('details', exc_info=True)  # --verbosity=1 shows the traceback
     print(f'error: {message}', file=sys.stderr)  # once: not also as a log line

@@ -151,9 +151,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  with entry.user_errors():
-    entry.check_output_file('--out', f.out, '.png')
-    result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
+  entry.check_output_file('--out', f.out, '.png')
+  result = explain_file(f.run_dir, f.image, f.out, f.method, f.class_index)
   print(f'{result["image"]}: predicted {decision_text(result)}; {result["method"]} for '
         f'{result["explained"]} -> {result["out"]}')
 

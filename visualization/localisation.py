@@ -268,13 +268,12 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  with entry.user_errors():
-    checks.check_number('--tolerance', f.tolerance, low=0, note='pixels at 256')
-    checks.check_number('--ig_steps', f.ig_steps, low=1, whole=True)
-    entry.check_output_file('--out', f.out, '.json')
-    result = localise(f.run_dir, f.seg_dir, f.synthetic, f.out, methods=f.methods,
-                      class_index=f.class_index, tolerance_at_256=f.tolerance,
-                      method_options={'integrated_gradients': {'steps': f.ig_steps}})
+  checks.check_number('--tolerance', f.tolerance, low=0, note='pixels at 256')
+  checks.check_number('--ig_steps', f.ig_steps, low=1, whole=True)
+  entry.check_output_file('--out', f.out, '.json')
+  result = localise(f.run_dir, f.seg_dir, f.synthetic, f.out, methods=f.methods,
+                    class_index=f.class_index, tolerance_at_256=f.tolerance,
+                    method_options={'integrated_gradients': {'steps': f.ig_steps}})
   print(format_table(result['summary']))
   print(f'tolerance {result["tolerance_px"]:.1f} px at {result["image_size"]} px; '
         f'wrote {f.out or os.path.join(f.run_dir, "localisation.json")}')
