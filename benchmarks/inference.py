@@ -23,9 +23,9 @@ import tensorflow as tf
 
 import models
 from input_pipeline import preprocessing
-from visualization import grad_cam
 from utils import checks
 from utils import entry
+from visualization import grad_cam
 
 DEFAULT_PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
                              'shared', 'datasets', 'idrid-fullres-sample', 'images',

@@ -27,10 +27,10 @@ from evaluation import evaluator
 from input_pipeline import preprocessing
 from input_pipeline import tfrecords
 from training import run_dir as rd
+from utils import entry
 import visualization
 from visualization import overlays
 from visualization import registry
-from utils import entry
 
 DEFAULT_METHOD = 'grad_cam'
 # Below this fraction of dark surround (preprocessing.locate_retina) a picture is

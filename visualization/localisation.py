@@ -37,10 +37,10 @@ from evaluation import evaluator
 from input_pipeline import tfrecords
 from training import run_dir as rd
 from utils import checks
+from utils import entry
 import visualization
 from visualization import lesion_masks as lm
 from visualization import registry
-from utils import entry
 
 TOLERANCE_AT_256 = 15.0  # pixels at a 256-pixel side
 GAUSSIAN_SIGMA_FRACTION = 0.25
