@@ -208,6 +208,20 @@ def test_load_image_accepts_padding_after_the_jpeg_end(tmp_path, fundus):
   assert preprocessing.load_image(str(path)).shape == fundus.shape
 
 
+@pytest.mark.parametrize('variant', ['16-bit', 'alpha'])
+def test_load_image_reads_16_bit_and_rgba_png_as_8_bit_rgb(tmp_path, fundus, variant):
+  bgr = cv2.cvtColor(fundus, cv2.COLOR_RGB2BGR)
+  if variant == '16-bit':
+    encoded = bgr.astype(np.uint16) * 257  # full 16-bit range, as scanners write it
+  else:
+    encoded = np.dstack([bgr, np.full(fundus.shape[:2], 255, np.uint8)])
+  path = tmp_path / f'fundus {variant}.png'
+  assert cv2.imwrite(str(path), encoded)
+  image = preprocessing.load_image(str(path))
+  assert image.dtype == np.uint8 and image.shape == fundus.shape
+  assert np.abs(image.astype(int) - fundus).max() <= 1
+
+
 def _missing(path, _):
   return path
 
