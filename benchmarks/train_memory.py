@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from tuning import runner
 from utils import checks
 from utils import entry
 
@@ -38,9 +39,8 @@ def main(argv):
   args += [f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
   proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
   if proc.returncode:
-    errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
     raise ValueError(f'train.py exited with status {proc.returncode}: '
-                     f'{errors[-1][len("error: "):] if errors else proc.stderr.strip()[-300:]}')
+                     f'{runner.failure_line(proc.stderr.splitlines()[-200:])}')
   wall = time.perf_counter() - start
   peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   print(f'train.py on IDRiD, {FLAGS.epochs} epochs: {wall:.0f} s wall (start-up and records '

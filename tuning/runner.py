@@ -92,20 +92,29 @@ _EXCEPTION = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b')
 def last_line(path: str) -> str:
   """What a failed command's log says went wrong, in one line.
 
-  From the output of the log's last command ('$ ...' line): its last 'error: ' line (the
-  entry points' one-line errors, without the prefix); else the last line naming an
-  exception (a traceback's, without the lines gin appends to it, such as "In call to
-  configurable 'train'"); else its last non-empty line.
+  From the output of the log's last command ('$ ...' line), as `failure_line` picks it.
   """
   try:
     with open(path, errors='replace') as f:
-      lines = [line.strip() for line in f.readlines()[-200:] if line.strip()]
+      lines = f.readlines()[-200:]
   except OSError:
     return ''
+  lines = [line.strip() for line in lines if line.strip()]
   commands = [i for i, line in enumerate(lines) if line.startswith('$ ')]
   if commands:
     lines = lines[commands[-1] + 1:]  # may be empty: the command printed nothing
-  for line in reversed(lines):  # only the output of the last command run
+  return failure_line(lines)
+
+
+def failure_line(lines: list[str]) -> str:
+  """What a failed command's output says went wrong, in one line.
+
+  Its last 'error: ' line (the entry points' one-line errors, without the prefix); else the
+  last line naming an exception (a traceback's, without the lines gin appends to it, such
+  as "In call to configurable 'train'"); else its last non-empty line.
+  """
+  lines = [line.strip() for line in lines if line.strip()]
+  for line in reversed(lines):
     if line.startswith('error: '):
       return line[len('error: '):]
   for line in reversed(lines):
