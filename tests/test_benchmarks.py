@@ -16,6 +16,8 @@ from tests.conftest import REPO_ROOT
     ('train_step.py', ['--settings=xla:32,turbo:32'], "unknown mode 'turbo' in --settings"),
     ('train_step.py', ['--records_dir=/no/such/records'], '/no/such/records/manifest.json'),
     ('train_memory.py', ['--data_dir=x', '--run_dir=y', '--epochs=0'], '--epochs must be'),
+    ('train_memory.py', ['--run_dir=y'], 'Flag --data_dir must have a value other than None'),
+    ('inference.py', ['--repeats=many'], "flag --repeats=many: invalid literal for int()"),
     ('train_memory.py', ['--data_dir=/no/such/idrid', '--run_dir=/no/such/run'],
      'train.py exited with status 1: data folder not found: /no/such/idrid'),
     ('build_tfrecords.py', ['--data_dir=/no/such/idrid'], '/no/such/idrid'),

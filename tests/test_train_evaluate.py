@@ -178,6 +178,7 @@ def test_validation_split_without_a_class_is_reported(tmp_path, env):
     (['--gin_bindings=train.init_weights = "/no/such/run"'], 'train.init_weights'),
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--run_dir='], '--run_dir is empty'),  # would have written into the current folder
+    (['--gin_binding=train.epochs = 3'], "Unknown command line flag 'gin_binding'"),
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),
 ])

@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable, Iterator, Sequence
 
 from absl import app
+from absl import flags
 from absl import logging
 
 from utils import gin_utils
@@ -55,10 +56,22 @@ def user_errors() -> Iterator[None]:
     sys.exit(1)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a flag it refuses (unknown, missing, not a number) as one
+  `error:` line instead of its two (`FATAL Flags parsing error: ...` and a hint)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = ' '.join(str(e).split()) or type(e).__name__
+    print(f'error: {message} (--helpshort lists the flags)', file=sys.stderr)
+    sys.exit(1)
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
-  """`app.run(main)` with the errors of `user_errors`, and a bad flag (`app.UsageError`), as
-  one `error:` line and exit code 1, instead of a traceback or the whole --help."""
+  """`app.run(main)` with the errors of `user_errors`, a bad flag (`app.UsageError`) and a
+  flag absl refuses as one `error:` line and exit code 1, instead of a traceback or the
+  whole --help."""
   def one_line_errors(argv: list[str]) -> Any:
     with user_errors():
       return main(argv)
-  app.run(one_line_errors)
+  app.run(one_line_errors, flags_parser=_parse_flags)
