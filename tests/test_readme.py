@@ -53,3 +53,18 @@ def test_readme_command_names_a_script_its_flags_and_configs(path, args):
   for config in re.findall(r'--gin_file=([^\s\'"]+)', args):
     if '<' not in config:  # `configs/grids/<grid>.gin` stands for any grid
       assert (REPO_ROOT / config).is_file(), f'README names {config}, which does not exist'
+
+
+def _gin_args(args: str) -> tuple[list[str], list[str]]:
+  files = [REPO_ROOT / f for f in re.findall(r'--gin_file=([^\s\'"]+)', args) if '<' not in f]
+  bindings = [a or b or c for a, b, c in re.findall(
+      r"""--gin_bindings=(?:'([^']*)'|"([^"]*)"|(\S+))""", args)]
+  return [str(f) for f in files], bindings
+
+
+@pytest.mark.parametrize('path, args', [(p, a) for p, a in _commands() if '--gin_' in a],
+                         ids=lambda v: v[:60])
+def test_readme_command_gin_config_parses(path, args):
+  from utils import entry  # pylint: disable=g-import-not-at-top
+  files, bindings = _gin_args(args)
+  entry.parse_gin(files, bindings)  # raises ConfigError naming a misspelt binding
