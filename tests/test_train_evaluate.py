@@ -332,6 +332,15 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert info['status'] == 'completed' and info['train_seconds'] > seconds_before
   # The evaluation of the unfinished run is gone: it would pass for the finished run's.
   assert not (run / 'metrics.json').exists()
+  # Started again, the finished run is not trained again; on other records it is refused
+  # too, not reported complete.
+  again = _run('train.py', *args, env=env)
+  assert again.returncode == 0 and 'already completed 6 epochs' in again.stderr
+  saved = info_file.read_text()
+  info_file.write_text(json.dumps(dict(json.loads(saved), records_fingerprint='other')))
+  other = _run('train.py', *args, env=env)
+  assert other.returncode == 1 and 'holds a run on other records' in other.stderr
+  assert len(history.read_text().splitlines()) == 7  # nothing trained
 
 
 def test_run_stopped_before_its_first_backup_starts_over(tmp_path, env):

@@ -181,19 +181,20 @@ def train(run_dir: str,
   if previous and previous.get('config_hash') != config_hash:
     raise ValueError(f'{run_dir} holds a run with another configuration (run.json); '
                      'use a new --run_dir')
-  if previous.get('status') == 'completed':
-    logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
-    return previous
   keras.utils.set_random_seed(seed)
   if deterministic:
     tf.config.experimental.enable_op_determinism()
-
+  # The records first (a cache hit takes seconds): a finished run on other data is refused
+  # as an unfinished one is, not reported complete.
   data_dir, records_dir = data.prepare_records(data_dir)
   manifest = tfrecords.read_manifest(records_dir)
   if previous and previous.get('records_fingerprint') != manifest['fingerprint']:
     raise ValueError(f'{run_dir} holds a run on other records (data_dir '
                      f'{previous.get("data_dir")}); resume it with that --data_dir, or use a '
                      'new --run_dir')
+  if previous.get('status') == 'completed':
+    logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
+    return previous
   class_names = manifest['class_names']
   size = manifest['params']['image_size']
   has_val = manifest['counts']['val']['total'] > 0
