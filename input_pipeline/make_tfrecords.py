@@ -1,7 +1,10 @@
 """Builds the TFRecords of an IDRiD folder and prints a summary.
 
     python -m input_pipeline.make_tfrecords --data_dir=DIR --out_dir=DIR \
-        [--gin_file=configs/base.gin] [--gin_bindings='tfrecords.build_tfrecords.shard_size = 64']
+        [--gin_file=configs/idrid_binary.gin] [--gin_bindings='tfrecords.build_tfrecords.shard_size = 64']
+
+With an experiment's gin file, the records are those train.py builds for it (its
+`tfrecords.build_tfrecords` bindings); the rest of the file is parsed and not used.
 """
 
 from __future__ import annotations
@@ -42,10 +45,9 @@ def format_summary(manifest: dict, out_dir: str, seconds: float) -> str:
 def main(argv):
   del argv
   from input_pipeline import tfrecords  # pylint: disable=g-import-not-at-top
-  from utils import gin_utils  # pylint: disable=g-import-not-at-top
   FLAGS = flags.FLAGS
   start = time.time()
-  gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # experiment files name every module
   # Only pass switches that are on, so gin bindings of the same names still apply.
   switches = {k: True for k in ('strict', 'force') if FLAGS[k].value}
   manifest = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.out_dir, **switches)

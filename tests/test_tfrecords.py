@@ -151,6 +151,15 @@ def test_command_line_summary_and_reuse(synthetic_dir, tmp_path):
   assert manifest['params']['image_size'] == 32
 
 
+def test_command_line_takes_an_experiment_gin_file(synthetic_dir, tmp_path):
+  out = tmp_path / 'tfr'
+  result = _cli(f'--data_dir={synthetic_dir}', f'--out_dir={out}',
+                '--gin_file=configs/debug/debug.gin')  # binds train, models, augment too
+  assert result.returncode == 0, result.stderr[-2000:]
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert manifest['params']['image_size'] == 64  # debug.gin's, not the default 256
+
+
 @pytest.mark.parametrize('args, message', [
     (['--data_dir=/no/such/folder'], 'data folder not found: /no/such/folder'),
     (['--gin_bindings=tfrecords.build_tfrecords.image_sise = 32'], 'image_sise'),
