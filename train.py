@@ -29,7 +29,10 @@ def main(argv):
   entry.check_folder_flag('--run_dir', FLAGS.run_dir)
   entry.check_folder_flag('--data_dir', FLAGS.data_dir)
   entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  from evaluation import evaluator  # pylint: disable=g-import-not-at-top
   from training import trainer  # pylint: disable=g-import-not-at-top
+  # The run keeps its evaluate bindings for evaluate.py: refuse a bad one before training.
+  evaluator.check_config()
   info = trainer.train(FLAGS.run_dir, data_dir=FLAGS.data_dir)
   best = info.get('best') or {}
   print(f'run {FLAGS.run_dir}: best {best.get("monitor")} {best.get("value", float("nan")):.4f} '

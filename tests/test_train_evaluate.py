@@ -179,6 +179,7 @@ def test_validation_split_without_a_class_is_reported(tmp_path, env):
     (['--gin_file=configs/no_such.gin'], 'no_such.gin'),
     (['--run_dir='], '--run_dir is empty'),  # would have written into the current folder
     (['--gin_binding=train.epochs = 3'], "Unknown command line flag 'gin_binding'"),
+    (['--gin_bindings=evaluate.tta = 0'], 'evaluate.tta'),  # found after training before
     (['--gin_bindings=data.prepare_records.source = "idrid"', '--data_dir=/no/such/dir'],
      '/no/such/dir'),
 ])
