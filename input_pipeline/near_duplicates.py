@@ -73,7 +73,7 @@ def similar_pairs(paths: Sequence[str], threshold: float = 0.8
   return sorted(pairs, reverse=True)
 
 
-flags.DEFINE_string('data_dir', None, 'IDRiD folder (official layout).')
+flags.DEFINE_string('data_dir', None, 'IDRiD folder (official layout or images/ + labels/).')
 flags.DEFINE_float('threshold', 0.8, 'Correlation of vessel patterns at which a pair is '
                    'printed.')
 FLAGS = flags.FLAGS
