@@ -344,6 +344,81 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert len(history.read_text().splitlines()) == 7  # nothing trained
 
 
+class _Stopped(Exception):
+  """Stands for a Ctrl-C or kill at one moment of a run."""
+
+
+def _train_in_process(tmp_path, monkeypatch, run, bindings=()):
+  import gin
+  from training import trainer
+  from utils import entry
+  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path / 'cache'))
+  monkeypatch.chdir(REPO_ROOT)
+  entry.parse_gin([DEBUG], list(bindings))
+  try:
+    return trainer.train(str(run))
+  finally:
+    gin.clear_config()
+
+
+def test_run_stopped_as_it_finishes_is_not_trained_again(tmp_path, monkeypatch):
+  from training import run_dir as rd
+  run = tmp_path / 'run'
+  real_write = rd.write_json
+
+  def stop_before_completed(path, data):
+    if data.get('status') == 'completed':
+      raise _Stopped  # as a Ctrl-C after the last epoch, before run.json says so
+    real_write(path, data)
+
+  monkeypatch.setattr(rd, 'write_json', stop_before_completed)
+  with pytest.raises(_Stopped):
+    _train_in_process(tmp_path, monkeypatch, run)
+  monkeypatch.setattr(rd, 'write_json', real_write)
+  assert json.loads((run / 'run.json').read_text())['status'] == 'running'
+  best_model = (run / 'checkpoints/best.keras').read_bytes()
+  with open(run / 'history.csv') as f:
+    history = f.read()
+  info = _train_in_process(tmp_path, monkeypatch, run)
+  # Keras deleted the backup at the end of fit(), and the run started over from epoch 1,
+  # deleting its best model; now the backup says both epochs were done.
+  assert info['status'] == 'completed'
+  assert (run / 'checkpoints/best.keras').read_bytes() == best_model
+  with open(run / 'history.csv') as f:
+    assert f.read() == history  # no epoch trained again
+  assert not (run / 'checkpoints/backup').exists()  # removed once 'completed' is written
+
+
+def test_a_failed_save_of_the_best_model_keeps_the_previous_one(tmp_path):
+  import keras
+  from training import callbacks as cb
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  (tmp_path / 'checkpoints').mkdir()
+  best = cb.BestCheckpoint(str(tmp_path), 'val_auc', 'max')
+  best.set_model(model)
+  best.on_epoch_end(0, {'val_auc': 0.7})
+  saved = (tmp_path / 'checkpoints/best.keras').read_bytes()
+  real_save = model.save
+
+  def stopped_while_saving(path, **kwargs):
+    real_save(path, **kwargs)
+    with open(path, 'r+b') as f:
+      f.truncate(100)  # half-written, as a kill during the write leaves it
+    raise _Stopped
+
+  model.save = stopped_while_saving
+  with pytest.raises(_Stopped):
+    best.on_epoch_end(1, {'val_auc': 0.9})
+  assert (tmp_path / 'checkpoints/best.keras').read_bytes() == saved
+  assert json.loads((tmp_path / 'checkpoints/best.json').read_text())['epoch'] == 1
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['best.json',
+                                                                         'best.keras']
+  keras.models.load_model(tmp_path / 'checkpoints/best.keras')
+  model.save = real_save
+  best.on_epoch_end(2, {'val_auc': 0.8})  # still better than 0.7: saved
+  assert json.loads((tmp_path / 'checkpoints/best.json').read_text())['epoch'] == 3
+
+
 def test_run_stopped_before_its_first_backup_starts_over(tmp_path, env):
   run = tmp_path / 'run'
   args = [f'--gin_file={DEBUG}', f'--run_dir={run}']

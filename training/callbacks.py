@@ -51,22 +51,36 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     self._ema_weights_in_model = resumed
 
 
-class BestValue(keras.callbacks.Callback):
-  """Records the best monitored value in checkpoints/best.json, for resumed runs."""
+class BestCheckpoint(keras.callbacks.Callback):
+  """Saves the model when the monitored value improves, and the value in best.json.
+
+  Keras' ModelCheckpoint writes over best.keras in place: a run stopped during that write
+  kept an empty or truncated file and lost its best model. Here the model is written to a
+  temporary file and renamed into place, then best.json (read again by a resumed run, so
+  that it keeps the value to beat) is written.
+  """
 
   def __init__(self, run_dir: str, monitor: str, mode: str):
     super().__init__()
+    self.model_path = os.path.join(run_dir, rd.BEST_MODEL)
     self.path = os.path.join(run_dir, rd.BEST_INFO)
     self.monitor, self.mode = monitor, mode
     self.best = read_best(run_dir, monitor)
 
   def on_epoch_end(self, epoch, logs=None):
     value = (logs or {}).get(self.monitor)
-    if value is None:
+    if value is None or not np.isfinite(value):
       return
     better = (self.best is None or
               (value > self.best if self.mode == 'max' else value < self.best))
     if better:
+      temporary = self.model_path[:-len('.keras')] + '.tmp.keras'
+      try:
+        self.model.save(temporary, overwrite=True)
+        os.replace(temporary, self.model_path)
+      finally:
+        if os.path.exists(temporary):
+          os.remove(temporary)
       self.best = float(value)
       rd.write_json(self.path, dict(monitor=self.monitor, value=self.best, epoch=epoch + 1))
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import warnings
 from typing import Any
@@ -194,6 +195,7 @@ def train(run_dir: str,
                      'new --run_dir')
   if previous.get('status') == 'completed':
     logging.info('run %s already completed %d epochs: nothing to train', run_dir, epochs)
+    shutil.rmtree(os.path.join(run_dir, rd.BACKUP_DIR), ignore_errors=True)  # if stopped
     return previous
   class_names = manifest['class_names']
   size = manifest['params']['image_size']
@@ -275,10 +277,7 @@ def train(run_dir: str,
   # (after validation has been run on them), so the callbacks below see and save them.
   callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
   callbacks += [
-      keras.callbacks.ModelCheckpoint(
-          os.path.join(run_dir, rd.BEST_MODEL), monitor=monitor, mode=monitor_mode,
-          save_best_only=True, initial_value_threshold=cb.read_best(run_dir, monitor)),
-      cb.BestValue(run_dir, monitor, monitor_mode),
+      cb.BestCheckpoint(run_dir, monitor, monitor_mode),
       # Training time so far, in run.json after every epoch: a run that is stopped and
       # resumed reports the time of all its epochs, not only those after the resume.
       keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rd.write_json(
@@ -291,8 +290,11 @@ def train(run_dir: str,
   if val_ds is not None:
     callbacks.append(cb.ConfusionMatrixImage(val_ds, class_names,
                                              os.path.join(run_dir, rd.VALIDATION_DIR)))
+  # The backup outlives fit(): Keras would delete it before run.json says 'completed', and
+  # a run stopped in between would start again from epoch 1. It goes once the status is in.
   callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR),
-                                                    double_checkpoint=True))
+                                                    double_checkpoint=True,
+                                                    delete_checkpoint=False))
   # Keras warns when the (finite) validation set ends, which is intended here.
   warnings.filterwarnings('ignore', message='Your input ran out of data')
   warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
@@ -303,6 +305,7 @@ def train(run_dir: str,
   # Removed at the start, so one here evaluated the run while it was training.
   _remove_evaluation(run_dir, 'while it was training; evaluate it again now')
   rd.write_json(info_path, info)
+  shutil.rmtree(os.path.join(run_dir, rd.BACKUP_DIR), ignore_errors=True)
   logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
                monitor, best['value'], best['epoch'])
   return info
