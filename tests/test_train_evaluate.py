@@ -344,6 +344,32 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
   assert len(history.read_text().splitlines()) == 7  # nothing trained
 
 
+def test_a_second_train_py_on_a_run_in_training_is_refused(tmp_path, env):
+  run = tmp_path / 'run'
+  args = [f'--gin_file={DEBUG}', f'--run_dir={run}', '--gin_bindings=train.epochs = 40']
+  first = subprocess.Popen([sys.executable, 'train.py', *args], cwd=REPO_ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    history = run / 'history.csv'
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and not (
+        history.is_file() and len(history.read_text().splitlines()) >= 2):
+      time.sleep(0.05)
+    assert first.poll() is None, 'the first run ended before the second started'
+    second = _run('train.py', *args, env=env)
+    errors = [l for l in second.stderr.splitlines() if l.startswith('error:')]
+    assert second.returncode == 1 and len(errors) == 1, second.stderr[-2000:]
+    assert f'is being trained by process {first.pid}' in errors[0]
+  finally:
+    first.kill()
+    first.wait()
+  # The lock went with the killed process: the run goes on to its end.
+  resumed = _run('train.py', *args, env=env)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  with open(run / 'history.csv') as f:
+    assert [int(r['epoch']) for r in csv.DictReader(f)] == list(range(40))
+
+
 class _Stopped(Exception):
   """Stands for a Ctrl-C or kill at one moment of a run."""
 

@@ -15,11 +15,14 @@
       metrics.json             evaluate.py's results, per split
       predictions_<split>.csv  evaluate.py's per-photograph probabilities
       figures/                 confusion matrices, ROC curves, Grad-CAM galleries
+      .lock                    held by the train.py that is training the run
 """
 
+import contextlib
+import fcntl
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 OPERATIVE_CONFIG = 'operative_config.gin'
 CONFIG = 'config.gin'
@@ -35,6 +38,37 @@ VALIDATION_DIR = 'validation'
 EVAL_DIR = 'eval'
 METRICS = 'metrics.json'
 FIGURES_DIR = 'figures'
+LOCK = '.lock'
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: str) -> Iterator[None]:
+  """Holds the run folder's lock while a run trains; a second process is refused.
+
+  Two train.py on one folder (the same command started twice, or a tune.py rerun while the
+  killed search's trial still trains) would mix their history, checkpoints and backup.
+  The operating system releases the lock when its process ends, however it ends.
+
+  Raises:
+    BlockingIOError: One line naming the folder and the process that holds it.
+  """
+  path = os.path.join(run_dir, LOCK)
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'another process'
+      raise BlockingIOError(f'{run_dir} is being trained by {holder}; wait for it to end '
+                            'or stop it, then run the same command again') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'process {os.getpid()}')
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_text(path: str, text: str) -> None:

@@ -243,72 +243,74 @@ def train(run_dir: str,
                                    mixup=mixup, oversample_by=oversample_by)
   val_ds = datasets.make_dataset(records_dir, 'val', batch_size=batch_size) if has_val else None
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
-  if resumed_at:
-    logging.info('resuming %s after epoch %d', run_dir, resumed_at)
-  elif previous:  # stopped before its first epoch was backed up: it starts again
-    logging.info('%s was stopped before its first epoch was saved: training from the start',
-                 run_dir)
-    for leftover in (rd.BEST_MODEL, rd.BEST_INFO):  # of the attempt that is not continued
-      if os.path.isfile(os.path.join(run_dir, leftover)):
-        os.remove(os.path.join(run_dir, leftover))
-  _drop_history_after(run_dir, resumed_at)
-  # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
-  # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
-  _remove_evaluation(run_dir, 'before it finished; evaluate it again when training ends')
+  # Held to the end: a second train.py on this folder is refused, not mixed in.
+  with rd.training_lock(run_dir):
+    if resumed_at:
+      logging.info('resuming %s after epoch %d', run_dir, resumed_at)
+    elif previous:  # stopped before its first epoch was backed up: it starts again
+      logging.info('%s was stopped before its first epoch was saved: training from the start',
+                   run_dir)
+      for leftover in (rd.BEST_MODEL, rd.BEST_INFO):  # of the attempt that is not continued
+        if os.path.isfile(os.path.join(run_dir, leftover)):
+          os.remove(os.path.join(run_dir, leftover))
+    _drop_history_after(run_dir, resumed_at)
+    # An evaluation of the unfinished run (evaluate.py warns about it) is out of date once
+    # training goes on: removed, so that neither tune.py nor explain takes it for the run's.
+    _remove_evaluation(run_dir, 'before it finished; evaluate it again when training ends')
 
-  info = dict(status='running', config_hash=config_hash,
-              records_fingerprint=manifest['fingerprint'], data_dir=os.path.abspath(data_dir),
-              records_dir=os.path.abspath(records_dir), class_names=class_names,
-              image_size=size, epochs=epochs, seed=seed, monitor=monitor,
-              train_seconds=previous.get('train_seconds', 0.0))
-  if init_info:
-    info['init_weights'] = init_info
-  rd.write_json(info_path, info)
-  rd.write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
-  os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
-  start = time.time()
+    info = dict(status='running', config_hash=config_hash,
+                records_fingerprint=manifest['fingerprint'], data_dir=os.path.abspath(data_dir),
+                records_dir=os.path.abspath(records_dir), class_names=class_names,
+                image_size=size, epochs=epochs, seed=seed, monitor=monitor,
+                train_seconds=previous.get('train_seconds', 0.0))
+    if init_info:
+      info['init_weights'] = init_info
+    rd.write_json(info_path, info)
+    rd.write_text(os.path.join(run_dir, rd.CONFIG), gin.config_str())
+    os.makedirs(os.path.join(run_dir, rd.CHECKPOINT_DIR), exist_ok=True)
+    start = time.time()
 
-  def seconds_so_far() -> float:  # this run's earlier parts included
-    return round(info['train_seconds'] + time.time() - start, 1)
+    def seconds_so_far() -> float:  # this run's earlier parts included
+      return round(info['train_seconds'] + time.time() - start, 1)
 
-  # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
-  # best value and history row are written.
-  # With weight averaging, the averaged weights are swapped in at the end of each epoch
-  # (after validation has been run on them), so the callbacks below see and save them.
-  callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
-  callbacks += [
-      cb.BestCheckpoint(run_dir, monitor, monitor_mode),
-      # Training time so far, in run.json after every epoch: a run that is stopped and
-      # resumed reports the time of all its epochs, not only those after the resume.
-      keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rd.write_json(
-          info_path, dict(info, train_seconds=seconds_so_far()))),
-      keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
-      keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
-      _SaveOperativeConfig(os.path.join(run_dir, rd.OPERATIVE_CONFIG)),
-      cb.EpochLogger(epochs),
-  ]
-  if val_ds is not None:
-    callbacks.append(cb.ConfusionMatrixImage(val_ds, class_names,
-                                             os.path.join(run_dir, rd.VALIDATION_DIR)))
-  # The backup outlives fit(): Keras would delete it before run.json says 'completed', and
-  # a run stopped in between would start again from epoch 1. It goes once the status is in.
-  callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR),
-                                                    double_checkpoint=True,
-                                                    delete_checkpoint=False))
-  # Keras warns when the (finite) validation set ends, which is intended here.
-  warnings.filterwarnings('ignore', message='Your input ran out of data')
-  warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
-  model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=0)
-  best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
-  info.update(status='completed', best=best, train_seconds=seconds_so_far())
-  # Removed at the start, so one here evaluated the run while it was training.
-  _remove_evaluation(run_dir, 'while it was training; evaluate it again now')
-  rd.write_json(info_path, info)
-  shutil.rmtree(os.path.join(run_dir, rd.BACKUP_DIR), ignore_errors=True)
-  logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
-               monitor, best['value'], best['epoch'])
-  return info
+    # BackupAndRestore comes last, so an epoch is marked done only after its checkpoint,
+    # best value and history row are written.
+    # With weight averaging, the averaged weights are swapped in at the end of each epoch
+    # (after validation has been run on them), so the callbacks below see and save them.
+    callbacks = [cb.SwapEMAWeights(resumed=resumed_at > 0)] if ema_momentum is not None else []
+    callbacks += [
+        cb.BestCheckpoint(run_dir, monitor, monitor_mode),
+        # Training time so far, in run.json after every epoch: a run that is stopped and
+        # resumed reports the time of all its epochs, not only those after the resume.
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rd.write_json(
+            info_path, dict(info, train_seconds=seconds_so_far()))),
+        keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, rd.HISTORY), append=True),
+        _SaveOperativeConfig(os.path.join(run_dir, rd.OPERATIVE_CONFIG)),
+        cb.EpochLogger(epochs),
+    ]
+    if val_ds is not None:
+      callbacks.append(cb.ConfusionMatrixImage(val_ds, class_names,
+                                               os.path.join(run_dir, rd.VALIDATION_DIR)))
+    # The backup outlives fit(): Keras would delete it before run.json says 'completed', and
+    # a run stopped in between would start again from epoch 1. It goes once the status is in.
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rd.BACKUP_DIR),
+                                                      double_checkpoint=True,
+                                                      delete_checkpoint=False))
+    # Keras warns when the (finite) validation set ends, which is intended here.
+    warnings.filterwarnings('ignore', message='Your input ran out of data')
+    warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=0)
+    best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
+    info.update(status='completed', best=best, train_seconds=seconds_so_far())
+    # Removed at the start, so one here evaluated the run while it was training.
+    _remove_evaluation(run_dir, 'while it was training; evaluate it again now')
+    rd.write_json(info_path, info)
+    shutil.rmtree(os.path.join(run_dir, rd.BACKUP_DIR), ignore_errors=True)
+    logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
+                 monitor, best['value'], best['epoch'])
+    return info
 
 
 def _remove_evaluation(run_dir: str, when: str) -> None:
