@@ -10,7 +10,6 @@ skips evaluated trials and resumes interrupted ones. Exit code 0 if at least one
 completed (failures are printed), 1 if none did or the grid is invalid.
 """
 
-import signal
 import sys
 
 from absl import flags
@@ -27,26 +26,17 @@ def define_flags() -> None:
   flags.mark_flag_as_required('run_dir')
 
 
-def _interrupt(signum, frame):
-  del frame
-  raise KeyboardInterrupt(f'signal {signum}')
-
-
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the running trials, like Ctrl-C.
   entry.check_folder_flag('--run_dir', FLAGS.run_dir)
   entry.check_folder_flag('--data_dir', FLAGS.data_dir)
   from tuning import results, search  # pylint: disable=g-import-not-at-top
   entry.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  try:
-    report = search.grid_search(FLAGS.run_dir, gin_files=FLAGS.gin_file,
-                                gin_bindings=FLAGS.gin_bindings, data_dir=FLAGS.data_dir,
-                                parallel=FLAGS.parallel)
-  except KeyboardInterrupt:
-    print('interrupted: run the same command again to resume', file=sys.stderr)
-    sys.exit(130)
+  # Ctrl-C or `kill` stops the running trials; entry.run says how to resume.
+  report = search.grid_search(FLAGS.run_dir, gin_files=FLAGS.gin_file,
+                              gin_bindings=FLAGS.gin_bindings, data_dir=FLAGS.data_dir,
+                              parallel=FLAGS.parallel)
   print(results.format_summary(report))
   if not report.completed:
     print('error: no trial completed', file=sys.stderr)

@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -149,6 +151,7 @@ def test_command_line_summary_and_reuse(synthetic_dir, tmp_path):
   assert 'reused' in second.stdout
   manifest = json.loads((out / 'manifest.json').read_text())
   assert manifest['params']['image_size'] == 32
+  assert out.stat().st_mode & 0o777 == 0o755  # readable by others, as the photographs are
 
 
 def test_command_line_takes_an_experiment_gin_file(synthetic_dir, tmp_path):
@@ -182,6 +185,46 @@ def test_real_idrid_manifest(idrid_800, tmp_path):
   dropped = {d['name'] for d in manifest['dropped']}
   assert dropped == {'IDRiD_118', 'IDRiD_021', 'IDRiD_391'}
   assert counts['train']['total'] + counts['val']['total'] == 413 - len(dropped)
+
+
+def _alive(pid: str) -> bool:
+  """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[-1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+def _children(pid: int) -> list[str]:
+  listed = subprocess.run(['pgrep', '-P', str(pid)], capture_output=True, text=True)
+  return [c for c in listed.stdout.split() if _alive(c)]
+
+
+@pytest.mark.parametrize('how', [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_build_leaves_no_worker_and_no_records(idrid_800, tmp_path, how):
+  out, log = tmp_path / 'tfr', tmp_path / 'build.log'
+  with open(log, 'w') as stderr:  # a file: workers left behind would hold a pipe open
+    build = subprocess.Popen(
+        [sys.executable, '-m', 'input_pipeline.make_tfrecords', f'--data_dir={idrid_800}',
+         f'--out_dir={out}', '--gin_bindings=tfrecords.build_tfrecords.num_workers = 2'],
+        cwd=REPO_ROOT, stderr=stderr, text=True)
+  deadline = time.time() + 120
+  while 'preprocessed' not in log.read_text():  # the workers are busy with the photographs
+    assert build.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+    time.sleep(0.05)
+  workers = _children(build.pid)
+  assert workers, 'no preprocessing workers found'
+  build.send_signal(how)
+  assert build.wait(timeout=120) == (130 if how == signal.SIGTERM else -signal.SIGKILL)
+  if how == signal.SIGTERM:  # one line, as for Ctrl-C
+    assert 'interrupted: run the same command again to resume' in log.read_text()
+    assert 'Traceback' not in log.read_text()
+  deadline = time.time() + 30  # the workers notice within about a second
+  while time.time() < deadline and any(_alive(w) for w in workers):
+    time.sleep(0.2)
+  assert not [w for w in workers if _alive(w)], 'workers outlived the build'
+  assert not out.exists() and not list(tmp_path.glob('.tfr.tmp-*'))
 
 
 def test_out_dir_that_is_a_file_is_refused(synthetic_dir, tmp_path):

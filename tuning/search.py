@@ -352,7 +352,7 @@ def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total:
                  infos: dict[str, dict[str, Any]], env: dict[str, str], parallel: int,
                  selection_metric: str,
                  timeout: float | None = None) -> dict[str, runner.Outcome]:
-  """Runs trials `parallel` at a time; Ctrl-C (or SIGTERM via tune.py) stops them all."""
+  """Runs trials `parallel` at a time; Ctrl-C (or SIGTERM, via entry.run) stops them all."""
   outcomes, start, stop = {}, time.time(), threading.Event()
   with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
     futures = {pool.submit(_run_one, t, dirs[t.name], total, infos[t.name], env, stop,
@@ -367,7 +367,7 @@ def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total:
     except KeyboardInterrupt:
       stop.set()
       pool.shutdown(wait=True, cancel_futures=True)
-      logging.warning('interrupted: run the same command again to resume')
+      logging.warning('interrupted: the running trials were stopped')
       raise
   return outcomes
 

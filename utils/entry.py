@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -67,11 +68,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+  del frame
+  raise KeyboardInterrupt(f'signal {signum}')
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """`app.run(main)` with the errors of `user_errors`, a bad flag (`app.UsageError`) and a
   flag absl refuses as one `error:` line and exit code 1, instead of a traceback or the
-  whole --help."""
+  whole --help. Ctrl-C and `kill` (SIGTERM, which would end the process without its
+  clean-up) are one `interrupted:` line and exit code 130; every script keeps what it had
+  finished, and a run or search resumes when the same command is run again."""
   def one_line_errors(argv: list[str]) -> Any:
-    with user_errors():
-      return main(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+      with user_errors():
+        return main(argv)
+    except KeyboardInterrupt:
+      logging.debug('details', exc_info=True)
+      print('interrupted: run the same command again to resume', file=sys.stderr)
+      sys.exit(130)
   app.run(one_line_errors, flags_parser=_parse_flags)
