@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import cv2
 
 from input_pipeline import preprocessing
@@ -22,3 +26,14 @@ def preprocess_to_png(path: str, size: int, contrast: str | None) -> tuple[bytes
   if not ok:
     return None, f'{path}: could not encode the preprocessed image'
   return buf.tobytes(), ''
+
+
+def exit_with_parent(parent: int) -> None:
+  """Pool initializer: ends the worker when the process that started it is gone (killed
+  with SIGKILL, say); the worker would otherwise wait on its queue forever. Here, not in
+  tfrecords.py, so that workers do not import TensorFlow."""
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)  # pylint: disable=protected-access
+  threading.Thread(target=watch, daemon=True).start()

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -108,7 +107,7 @@ def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
   start, step = time.time(), max(1, len(paths) // 10)
   ctx = multiprocessing.get_context('spawn')
   pool = concurrent.futures.ProcessPoolExecutor(
-      num_workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),))
+      num_workers, mp_context=ctx, initializer=encode.exit_with_parent, initargs=(os.getpid(),))
   try:
     futures = {pool.submit(encode.preprocess_to_png, p, size, contrast): i
                for i, p in enumerate(paths)}
@@ -125,16 +124,6 @@ def _preprocess_all(paths: Sequence[str], size: int, contrast: str | None,
     raise
   pool.shutdown(wait=True)
   return results
-
-
-def _exit_with_parent(parent: int) -> None:
-  """Ends a preprocessing worker when the process that started it is gone (killed with
-  SIGKILL, say): the worker would otherwise wait on its queue forever."""
-  def watch() -> None:
-    while os.getppid() == parent:
-      time.sleep(1.0)
-    os._exit(1)  # pylint: disable=protected-access
-  threading.Thread(target=watch, daemon=True).start()
 
 
 def _check_params(image_size: int, contrast: str | None, label_mapping: str,
@@ -298,7 +287,10 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
         rejected=reject_rows, sources=sources, build_seconds=round(time.time() - start, 2))
     with open(os.path.join(tmp_dir, MANIFEST), 'w') as f:
       json.dump(manifest, f, indent=2)
-    os.chmod(tmp_dir, 0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
+    # mkdtemp's 0o700 would hide a shared cache from other users; the umask decides.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)
     old_dir = None
     if os.path.exists(out_dir):
       old_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)

@@ -64,7 +64,8 @@ def _gin_args(args: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize('path, args', [(p, a) for p, a in _commands() if '--gin_' in a],
                          ids=lambda v: v[:60])
-def test_readme_command_gin_config_parses(path, args):
+def test_readme_command_gin_config_parses(path, args, monkeypatch):
   from utils import entry  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(REPO_ROOT)  # gin resolves `include` from the current folder
   files, bindings = _gin_args(args)
   entry.parse_gin(files, bindings)  # raises ConfigError naming a misspelt binding

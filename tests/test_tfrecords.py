@@ -151,7 +151,9 @@ def test_command_line_summary_and_reuse(synthetic_dir, tmp_path):
   assert 'reused' in second.stdout
   manifest = json.loads((out / 'manifest.json').read_text())
   assert manifest['params']['image_size'] == 32
-  assert out.stat().st_mode & 0o777 == 0o755  # readable by others, as the photographs are
+  umask = os.umask(0)
+  os.umask(umask)
+  assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0o700
 
 
 def test_command_line_takes_an_experiment_gin_file(synthetic_dir, tmp_path):
@@ -265,3 +267,14 @@ def test_bad_fold_is_refused_before_anything_is_written(synthetic_dir, tmp_path)
   with pytest.raises(ValueError, match=r'build_tfrecords.fold must be a whole number in \[0, 2\]'):
     _build(synthetic_dir, tmp_path / 'tfr', fold=3, num_folds=3)
   assert not (tmp_path / 'tfr').exists()
+
+
+def test_preprocessing_workers_import_no_tensorflow():
+  # Each worker imports the module of its task and initializer: TensorFlow there would
+  # cost every worker seconds and hundreds of MB.
+  code = ('import sys; from input_pipeline import encode; '
+          'print(encode.preprocess_to_png.__module__, encode.exit_with_parent.__module__, '
+          "'tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+  assert result.stdout.split() == ['input_pipeline.encode', 'input_pipeline.encode', 'False']

@@ -345,29 +345,18 @@ def test_killed_run_resumes_from_last_epoch(tmp_path, env):
 
 
 def test_a_second_train_py_on_a_run_in_training_is_refused(tmp_path, env):
+  from training import run_dir as rd
   run = tmp_path / 'run'
-  args = [f'--gin_file={DEBUG}', f'--run_dir={run}', '--gin_bindings=train.epochs = 40']
-  first = subprocess.Popen([sys.executable, 'train.py', *args], cwd=REPO_ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    history = run / 'history.csv'
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and not (
-        history.is_file() and len(history.read_text().splitlines()) >= 2):
-      time.sleep(0.05)
-    assert first.poll() is None, 'the first run ended before the second started'
+  run.mkdir()
+  args = [f'--gin_file={DEBUG}', f'--run_dir={run}']
+  with rd.training_lock(str(run)):  # as a train.py training this folder holds it
     second = _run('train.py', *args, env=env)
-    errors = [l for l in second.stderr.splitlines() if l.startswith('error:')]
-    assert second.returncode == 1 and len(errors) == 1, second.stderr[-2000:]
-    assert f'is being trained by process {first.pid}' in errors[0]
-  finally:
-    first.kill()
-    first.wait()
-  # The lock went with the killed process: the run goes on to its end.
-  resumed = _run('train.py', *args, env=env)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  with open(run / 'history.csv') as f:
-    assert [int(r['epoch']) for r in csv.DictReader(f)] == list(range(40))
+  errors = [l for l in second.stderr.splitlines() if l.startswith('error:')]
+  assert second.returncode == 1 and len(errors) == 1, second.stderr[-2000:]
+  assert f'is being trained by process {os.getpid()}' in errors[0]
+  assert sorted(p.name for p in run.iterdir()) == ['.lock']  # nothing else written
+  # The lock goes with its holder: the run trains.
+  assert _run('train.py', *args, env=env).returncode == 0
 
 
 class _Stopped(Exception):
@@ -413,6 +402,27 @@ def test_run_stopped_as_it_finishes_is_not_trained_again(tmp_path, monkeypatch):
   with open(run / 'history.csv') as f:
     assert f.read() == history  # no epoch trained again
   assert not (run / 'checkpoints/backup').exists()  # removed once 'completed' is written
+
+
+def test_a_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path,
+                                                                          monkeypatch):
+  import contextlib
+  from training import run_dir as rd
+  done = tmp_path / 'done'
+  _train_in_process(tmp_path, monkeypatch, done)
+  real_lock = rd.training_lock
+
+  @contextlib.contextmanager
+  def finished_while_waiting(run_dir):
+    # What a first train.py leaves when it ends while this one builds data and model.
+    (tmp_path / 'run' / 'run.json').write_text((done / 'run.json').read_text())
+    with real_lock(run_dir):
+      yield
+
+  monkeypatch.setattr(rd, 'training_lock', finished_while_waiting)
+  info = _train_in_process(tmp_path, monkeypatch, tmp_path / 'run')
+  assert info['status'] == 'completed'
+  assert not (tmp_path / 'run' / 'history.csv').exists()  # nothing trained over it
 
 
 def test_a_failed_save_of_the_best_model_keeps_the_previous_one(tmp_path):

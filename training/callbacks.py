@@ -51,6 +51,10 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     self._ema_weights_in_model = resumed
 
 
+# Where BestCheckpoint writes the model before renaming it to rd.BEST_MODEL.
+BEST_MODEL_TMP = rd.BEST_MODEL[:-len('.keras')] + '.tmp.keras'
+
+
 class BestCheckpoint(keras.callbacks.Callback):
   """Saves the model when the monitored value improves, and the value in best.json.
 
@@ -63,6 +67,7 @@ class BestCheckpoint(keras.callbacks.Callback):
   def __init__(self, run_dir: str, monitor: str, mode: str):
     super().__init__()
     self.model_path = os.path.join(run_dir, rd.BEST_MODEL)
+    self.temporary = os.path.join(run_dir, BEST_MODEL_TMP)
     self.path = os.path.join(run_dir, rd.BEST_INFO)
     self.monitor, self.mode = monitor, mode
     self.best = read_best(run_dir, monitor)
@@ -74,13 +79,12 @@ class BestCheckpoint(keras.callbacks.Callback):
     better = (self.best is None or
               (value > self.best if self.mode == 'max' else value < self.best))
     if better:
-      temporary = self.model_path[:-len('.keras')] + '.tmp.keras'
       try:
-        self.model.save(temporary, overwrite=True)
-        os.replace(temporary, self.model_path)
+        self.model.save(self.temporary, overwrite=True)
+        os.replace(self.temporary, self.model_path)
       finally:
-        if os.path.exists(temporary):
-          os.remove(temporary)
+        if os.path.exists(self.temporary):
+          os.remove(self.temporary)
       self.best = float(value)
       rd.write_json(self.path, dict(monitor=self.monitor, value=self.best, epoch=epoch + 1))
 
@@ -91,7 +95,9 @@ def read_best(run_dir: str, monitor: str) -> float | None:
   if not os.path.isfile(path):
     return None
   best = rd.read_json(path)
-  return best['value'] if best.get('monitor') == monitor else None
+  if best.get('monitor') != monitor or not np.isfinite(best.get('value', np.nan)):
+    return None  # a NaN (written by earlier versions) could never be beaten
+  return best['value']
 
 
 def confusion_figure(matrix: np.ndarray, class_names, title: str):

@@ -19,10 +19,14 @@
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import socket
 from typing import Any, Iterator
+
+from absl import logging
 
 OPERATIVE_CONFIG = 'operative_config.gin'
 CONFIG = 'config.gin'
@@ -61,9 +65,16 @@ def training_lock(run_dir: str) -> Iterator[None]:
       holder = f.read().strip() or 'another process'
       raise BlockingIOError(f'{run_dir} is being trained by {holder}; wait for it to end '
                             'or stop it, then run the same command again') from None
+    except OSError as e:
+      if e.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
+        raise
+      logging.warning('%s: this file system has no locks (%s); nothing stops a second '
+                      'train.py on this folder', run_dir, e.strerror)
+      yield
+      return
     f.seek(0)
     f.truncate()
-    f.write(f'process {os.getpid()}')
+    f.write(f'process {os.getpid()} on {socket.gethostname()}')
     f.flush()
     try:
       yield

@@ -245,6 +245,18 @@ def train(run_dir: str,
   os.makedirs(run_dir, exist_ok=True)  # only once data and model are known to be usable
   # Held to the end: a second train.py on this folder is refused, not mixed in.
   with rd.training_lock(run_dir):
+    # Another train.py may have trained this folder while this one built data and model.
+    now = rd.read_json(info_path) if os.path.isfile(info_path) else {}
+    if (now.get('status'), _backup_epoch(os.path.join(run_dir, rd.BACKUP_DIR))) != (
+        previous.get('status'), resumed_at):
+      if now.get('status') == 'completed' and now.get('config_hash') == config_hash:
+        logging.info('run %s was completed by another process meanwhile', run_dir)
+        return now
+      raise ValueError(f'{run_dir} was changed by another process meanwhile; run the same '
+                       'command again')
+    temporary = os.path.join(run_dir, cb.BEST_MODEL_TMP)
+    if os.path.isfile(temporary):  # of a run stopped while saving its best model
+      os.remove(temporary)
     if resumed_at:
       logging.info('resuming %s after epoch %d', run_dir, resumed_at)
     elif previous:  # stopped before its first epoch was backed up: it starts again
@@ -302,14 +314,20 @@ def train(run_dir: str,
     warnings.filterwarnings('ignore', message='`shuffle=True` was passed')
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, verbose=0)
-    best = rd.read_json(os.path.join(run_dir, rd.BEST_INFO))
+    best_path = os.path.join(run_dir, rd.BEST_INFO)
+    if os.path.isfile(best_path):
+      best = rd.read_json(best_path)
+    else:  # every epoch's value was NaN: there is no best model to keep
+      best = None
+      logging.warning('%s was not finite in any epoch: no checkpoint was saved', monitor)
     info.update(status='completed', best=best, train_seconds=seconds_so_far())
     # Removed at the start, so one here evaluated the run while it was training.
     _remove_evaluation(run_dir, 'while it was training; evaluate it again now')
     rd.write_json(info_path, info)
     shutil.rmtree(os.path.join(run_dir, rd.BACKUP_DIR), ignore_errors=True)
-    logging.info('training finished in %.1f s; best %s %.4f at epoch %d', info['train_seconds'],
-                 monitor, best['value'], best['epoch'])
+    if best:
+      logging.info('training finished in %.1f s; best %s %.4f at epoch %d',
+                   info['train_seconds'], monitor, best['value'], best['epoch'])
     return info
 
 
