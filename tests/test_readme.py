@@ -35,6 +35,14 @@ def _commands() -> list[tuple[str, str]]:
   return commands
 
 
+def _gin_args(args: str) -> tuple[list[str], list[str]]:
+  """(gin files, gin bindings) of a command; `configs/grids/<grid>.gin` (any grid) left out."""
+  files = [REPO_ROOT / f for f in re.findall(r'--gin_file=([^\s\'"]+)', args) if '<' not in f]
+  bindings = [a or b or c for a, b, c in re.findall(
+      r"""--gin_bindings=(?:'([^']*)'|"([^"]*)"|(\S+))""", args)]
+  return [str(f) for f in files], bindings
+
+
 def test_readme_has_the_commands_it_documents():
   scripts = {path for path, _ in _commands()}
   assert {'train.py', 'evaluate.py', 'tune.py', 'results/make_table.py'} <= scripts
@@ -50,16 +58,8 @@ def test_readme_command_names_a_script_its_flags_and_configs(path, args):
     defined = set(re.findall(r"'--(\w+)", source))
   unknown = sorted(set(_FLAG.findall(args)) - defined)
   assert not unknown, f'README passes {path} flags it does not define: {unknown}'
-  for config in re.findall(r'--gin_file=([^\s\'"]+)', args):
-    if '<' not in config:  # `configs/grids/<grid>.gin` stands for any grid
-      assert (REPO_ROOT / config).is_file(), f'README names {config}, which does not exist'
-
-
-def _gin_args(args: str) -> tuple[list[str], list[str]]:
-  files = [REPO_ROOT / f for f in re.findall(r'--gin_file=([^\s\'"]+)', args) if '<' not in f]
-  bindings = [a or b or c for a, b, c in re.findall(
-      r"""--gin_bindings=(?:'([^']*)'|"([^"]*)"|(\S+))""", args)]
-  return [str(f) for f in files], bindings
+  for config in _gin_args(args)[0]:
+    assert pathlib.Path(config).is_file(), f'README names {config}, which does not exist'
 
 
 @pytest.mark.parametrize('path, args', [(p, a) for p, a in _commands() if '--gin_' in a],

@@ -240,11 +240,25 @@ def test_monitor_mode_may_be_left_to_the_metric(mode, monkeypatch):
     gin.clear_config()
 
 
-def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):
+class _Stopped(Exception):
+  """Stands for a Ctrl-C or kill at one moment of a run."""
+
+
+def _train_in_process(tmp_path, monkeypatch, run, bindings=()):
   import gin
-  from input_pipeline import datasets
   from training import trainer
   from utils import entry
+  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path / 'cache'))
+  monkeypatch.chdir(REPO_ROOT)
+  entry.parse_gin([DEBUG], list(bindings))
+  try:
+    return trainer.train(str(run))
+  finally:
+    gin.clear_config()
+
+
+def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):
+  from input_pipeline import datasets
   calls = []
   real = datasets.make_dataset
 
@@ -253,14 +267,9 @@ def test_grade_sampling_reaches_the_training_pipeline(tmp_path, monkeypatch):
     return real(records_dir, split, **kwargs)
 
   monkeypatch.setattr(datasets, 'make_dataset', spy)
-  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path / 'cache'))
-  monkeypatch.chdir(REPO_ROOT)
-  entry.parse_gin([DEBUG], ["train.oversample_by = 'grade'", 'train.oversample = 0.5',
+  info = _train_in_process(tmp_path, monkeypatch, tmp_path / 'run',
+                           ["train.oversample_by = 'grade'", 'train.oversample = 0.5',
                             'train.epochs = 1'])
-  try:
-    info = trainer.train(str(tmp_path / 'run'))
-  finally:
-    gin.clear_config()
   assert info['status'] == 'completed'
   train_kwargs = [kwargs for split, kwargs in calls if split == 'train']
   assert train_kwargs and train_kwargs[0]['oversample_by'] == 'grade'
@@ -359,23 +368,6 @@ def test_a_second_train_py_on_a_run_in_training_is_refused(tmp_path, env):
   assert _run('train.py', *args, env=env).returncode == 0
 
 
-class _Stopped(Exception):
-  """Stands for a Ctrl-C or kill at one moment of a run."""
-
-
-def _train_in_process(tmp_path, monkeypatch, run, bindings=()):
-  import gin
-  from training import trainer
-  from utils import entry
-  monkeypatch.setenv('DR_CACHE_DIR', str(tmp_path / 'cache'))
-  monkeypatch.chdir(REPO_ROOT)
-  entry.parse_gin([DEBUG], list(bindings))
-  try:
-    return trainer.train(str(run))
-  finally:
-    gin.clear_config()
-
-
 def test_run_stopped_as_it_finishes_is_not_trained_again(tmp_path, monkeypatch):
   from training import run_dir as rd
   run = tmp_path / 'run'
@@ -430,7 +422,9 @@ def test_a_failed_save_of_the_best_model_keeps_the_previous_one(tmp_path):
   from training import callbacks as cb
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
   (tmp_path / 'checkpoints').mkdir()
+  (tmp_path / 'checkpoints/best.tmp.keras').write_bytes(b'PK')  # a killed save's leftover
   best = cb.BestCheckpoint(str(tmp_path), 'val_auc', 'max')
+  assert not (tmp_path / 'checkpoints/best.tmp.keras').exists()
   best.set_model(model)
   best.on_epoch_end(0, {'val_auc': 0.7})
   saved = (tmp_path / 'checkpoints/best.keras').read_bytes()

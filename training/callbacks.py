@@ -51,23 +51,22 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     self._ema_weights_in_model = resumed
 
 
-# Where BestCheckpoint writes the model before renaming it to rd.BEST_MODEL.
-BEST_MODEL_TMP = rd.BEST_MODEL[:-len('.keras')] + '.tmp.keras'
-
-
 class BestCheckpoint(keras.callbacks.Callback):
   """Saves the model when the monitored value improves, and the value in best.json.
 
   Keras' ModelCheckpoint writes over best.keras in place: a run stopped during that write
   kept an empty or truncated file and lost its best model. Here the model is written to a
   temporary file and renamed into place, then best.json (read again by a resumed run, so
-  that it keeps the value to beat) is written.
+  that it keeps the value to beat) is written. Made inside the run's training lock, it
+  removes the temporary file a killed run left.
   """
 
   def __init__(self, run_dir: str, monitor: str, mode: str):
     super().__init__()
     self.model_path = os.path.join(run_dir, rd.BEST_MODEL)
-    self.temporary = os.path.join(run_dir, BEST_MODEL_TMP)
+    self.temporary = self.model_path[:-len('.keras')] + '.tmp.keras'
+    if os.path.isfile(self.temporary):  # of a run killed while saving its best model
+      os.remove(self.temporary)
     self.path = os.path.join(run_dir, rd.BEST_INFO)
     self.monitor, self.mode = monitor, mode
     self.best = read_best(run_dir, monitor)

@@ -254,9 +254,6 @@ def train(run_dir: str,
         return now
       raise ValueError(f'{run_dir} was changed by another process meanwhile; run the same '
                        'command again')
-    temporary = os.path.join(run_dir, cb.BEST_MODEL_TMP)
-    if os.path.isfile(temporary):  # of a run stopped while saving its best model
-      os.remove(temporary)
     if resumed_at:
       logging.info('resuming %s after epoch %d', run_dir, resumed_at)
     elif previous:  # stopped before its first epoch was backed up: it starts again
