@@ -21,6 +21,7 @@ from input_pipeline import tfrecords
 from training import run_dir as rd
 from utils import checks
 from utils import gin_utils
+from utils import staging
 from visualization import galleries
 from visualization import registry as attribution_methods
 
@@ -214,17 +215,20 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     results['splits'][split] = m
     predictions_file.write(predictions_file.path(run_dir, split), names, labels, probs,
                            class_names)
-  if write_figures:
-    plots.write_figures(run_dir, results, preds, class_names)
-  if write_figures and gradcam_galleries > 0:
-    for split in (s for s in ('test', 'val') if s in preds):
-      galleries.write_galleries(model, run_dir, records_dir, split, preds[split],
-                                class_names, k=gradcam_galleries,
-                                threshold=results.get('threshold', 0.5),
-                                method=gallery_method,
-                                step=_step(results))
+  # eval/ is written whole and then replaces the last evaluation's, so TensorBoard never
+  # shows two evaluations, or the part of a stopped one.
+  with staging.staged(os.path.join(run_dir, rd.EVAL_DIR)) as log_dir:
+    if write_figures:
+      plots.write_figures(run_dir, log_dir, results, preds, class_names)
+    if write_figures and gradcam_galleries > 0:
+      for split in (s for s in ('test', 'val') if s in preds):
+        galleries.write_galleries(model, run_dir, log_dir, records_dir, split, preds[split],
+                                  class_names, k=gradcam_galleries,
+                                  threshold=results.get('threshold', 0.5),
+                                  method=gallery_method,
+                                  step=_step(results))
+    _write_summaries(log_dir, results, step=_step(results))
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)
-  _write_summaries(os.path.join(run_dir, rd.EVAL_DIR), results, step=_step(results))
   return results
 
 
@@ -240,4 +244,4 @@ def _write_summaries(log_dir: str, results: dict[str, Any], step: int) -> None:
       for key, value in m.items():
         if isinstance(value, float) and np.isfinite(value):
           tf.summary.scalar(f'{split}/{key}', value, step=step)
-  writer.flush()
+  writer.close()

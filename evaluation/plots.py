@@ -33,8 +33,9 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str):
   return fig
 
 
-def write_figures(run_dir: str, results: dict[str, Any], preds, class_names) -> list[str]:
-  """Writes figures/*.png and the same images to the eval/ TensorBoard log."""
+def write_figures(run_dir: str, log_dir: str, results: dict[str, Any], preds,
+                  class_names) -> list[str]:
+  """Writes figures/*.png and the same images to the TensorBoard log in log_dir."""
   fig_dir = os.path.join(run_dir, rd.FIGURES_DIR)
   os.makedirs(fig_dir, exist_ok=True)
   figures = {}
@@ -48,7 +49,7 @@ def write_figures(run_dir: str, results: dict[str, Any], preds, class_names) -> 
     figures['roc'] = roc_figure({s: (p[1], p[0][:, 1]) for s, p in preds.items()},
                                 'ROC, P(RDR)')
   paths = []
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, rd.EVAL_DIR))
+  writer = tf.summary.create_file_writer(log_dir)
   step = max(0, (results.get('checkpoint_epoch') or 1) - 1)  # Keras' 0-based epoch
   for name, fig in figures.items():
     path = os.path.join(fig_dir, f'{name}.png')
@@ -56,5 +57,5 @@ def write_figures(run_dir: str, results: dict[str, Any], preds, class_names) -> 
     paths.append(path)
     with writer.as_default():
       tf.summary.image(name, callbacks.figure_to_image(fig)[None], step=step)
-  writer.flush()
+  writer.close()
   return paths

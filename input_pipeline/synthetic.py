@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Sequence
 
 from absl import app
@@ -51,6 +49,7 @@ from input_pipeline.synthetic_render import sample_layout
 from utils import checks
 from utils import entry
 from utils import gin_utils
+from utils import staging
 
 GRADING_DIR = 'B. Disease Grading'
 IMAGE_DIRS = {'train': os.path.join('1. Original Images', 'a. Training Set'),
@@ -161,10 +160,7 @@ def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int 
     if not os.path.isfile(os.path.join(target, MANIFEST)):
       raise FileExistsError(f'{target} does not hold a synthetic dataset; not replacing it')
   p = _params(num_train, num_test, width, height, seed, grade_probs)
-  parent = os.path.dirname(target)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.', suffix='.tmp', dir=parent)
-  try:
+  with staging.staged(target) as tmp:
     counts = {}
     for index, split in enumerate(('train', 'test')):
       grades = sample_grades(np.random.default_rng([seed, index]), p[f'num_{split}'],
@@ -174,12 +170,6 @@ def generate(out_dir: str, num_train: int = 120, num_test: int = 40, width: int 
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
       json.dump({'params': p, 'counts': counts}, f, indent=2, sort_keys=True)
       f.write('\n')
-    os.chmod(tmp, 0o755)
-    if os.path.isdir(target):
-      shutil.rmtree(target)
-    os.replace(tmp, target)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   logging.info('synthetic dataset written to %s: %s', target, counts)
   return out_dir
 

@@ -19,8 +19,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -34,6 +32,7 @@ from input_pipeline import integrity
 from input_pipeline import preprocessing
 from utils import checks
 from utils import gin_utils
+from utils import staging
 
 # How gin names build_tfrecords' parameters in error messages.
 _PARAMETER = 'tfrecords.build_tfrecords'
@@ -250,10 +249,7 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
       raise idrid.DataError(f'split {split} is empty after removing duplicates and '
                             f'rejects ({data_dir})')
 
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
-  try:
+  with staging.staged(out_dir) as tmp_dir:
     shards, counts = {}, {}
     class_names = idrid.CLASS_NAMES[label_mapping]
     for split in RECORD_SPLITS:
@@ -287,20 +283,6 @@ def build_tfrecords(data_dir: str, out_dir: str, image_size: int = 256,
         rejected=reject_rows, sources=sources, build_seconds=round(time.time() - start, 2))
     with open(os.path.join(tmp_dir, MANIFEST), 'w') as f:
       json.dump(manifest, f, indent=2)
-    # mkdtemp's 0o700 would hide a shared cache from other users; the umask decides.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_dir, 0o777 & ~umask)
-    old_dir = None
-    if os.path.exists(out_dir):
-      old_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
-      os.rename(out_dir, os.path.join(old_dir, 'records'))
-    os.rename(tmp_dir, out_dir)
-    if old_dir:
-      shutil.rmtree(old_dir, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    raise
   manifest['reused'] = False
   logging.info('wrote TFRecords to %s in %.1f s', out_dir, manifest['build_seconds'])
   return manifest

@@ -74,7 +74,8 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   assert np.array(test['confusion_matrix']).sum() == 8
   for name in ('confusion_matrix_val.png', 'confusion_matrix_test.png', 'roc.png'):
     assert (run / 'figures' / name).stat().st_size > 1000
-  assert list((run / 'eval').glob('events.out.tfevents.*'))
+  first_events = {p.name for p in (run / 'eval').glob('events.out.tfevents.*')}
+  assert first_events and 'roc' in _event_tags(run / 'eval')[1]
   with open(run / 'predictions_test.csv') as f:
     assert len(list(csv.DictReader(f))) == 8
   # The metrics rebuild from the predictions files: the threshold is one validation
@@ -116,6 +117,11 @@ def test_train_then_evaluate_writes_the_run_directory(tmp_path, env):
   kept = json.loads((run / 'metrics.json').read_text())
   assert kept['threshold_rule'] == 'sensitivity' and kept['min_sensitivity'] == 0.75
   assert kept['splits']['val']['sensitivity'] >= 0.75
+  # eval/ holds the last evaluation alone (it had no figures), as metrics.json does.
+  assert not first_events & {p.name for p in (run / 'eval').glob('events.out.tfevents.*')}
+  scalars, images = _event_tags(run / 'eval')
+  assert 'test/balanced_accuracy' in scalars and 'roc' not in images
+  assert sorted(p.name for p in run.iterdir() if p.name.startswith('.eval')) == []
 
   # Records changed since training: evaluation refuses instead of mixing splits.
   manifest_path = os.path.join(info['records_dir'], 'manifest.json')

@@ -367,7 +367,7 @@ def _run_pending(pending: Sequence[grid_lib.Trial], dirs: dict[str, str], total:
     except KeyboardInterrupt:
       stop.set()
       pool.shutdown(wait=True, cancel_futures=True)
-      logging.warning('interrupted: the running trials were stopped')
+      logging.warning('stopped the running trials')
       raise
   return outcomes
 

@@ -79,7 +79,8 @@ def _images_at(records_dir: str, split: str, indices: Sequence[int]) -> dict[int
   return found
 
 
-def write_galleries(model: keras.Model, run_dir: str, records_dir: str, split: str,
+def write_galleries(model: keras.Model, run_dir: str, log_dir: str, records_dir: str,
+                    split: str,
                     predictions: tuple[np.ndarray, np.ndarray, Sequence[str]],
                     class_names: Sequence[str], k: int = 4, threshold: float = 0.5,
                     method: str = 'grad_cam', step: int = 0) -> list[str]:
@@ -87,7 +88,8 @@ def write_galleries(model: keras.Model, run_dir: str, records_dir: str, split: s
 
   Args:
     model: The evaluated model.
-    run_dir: Run directory (figures/ and eval/ are written).
+    run_dir: Run directory (the PNG files go to its figures/).
+    log_dir: TensorBoard log the images are written to.
     records_dir: The run's records.
     split: 'val' or 'test'.
     predictions: (probabilities, labels, names) of the split, in record order, as
@@ -107,7 +109,7 @@ def write_galleries(model: keras.Model, run_dir: str, records_dir: str, split: s
   chosen = select(probs, labels, k, threshold)
   images = _images_at(records_dir, split, np.concatenate(list(chosen.values())))
   binary = len(class_names) == 2
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, rd.EVAL_DIR))
+  writer = tf.summary.create_file_writer(log_dir)
   paths = []
   for category, indices in chosen.items():
     if not len(indices):
@@ -127,6 +129,6 @@ def write_galleries(model: keras.Model, run_dir: str, records_dir: str, split: s
     with writer.as_default():
       png = tf.io.decode_png(tf.io.read_file(path), channels=4)
       tf.summary.image(f'{method}_{split}/{category}', png[None], step=step)
-  writer.flush()
+  writer.close()
   logging.info('wrote %d %s galleries of %s', len(paths), method, split)
   return paths
