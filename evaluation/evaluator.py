@@ -215,19 +215,20 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     results['splits'][split] = m
     predictions_file.write(predictions_file.path(run_dir, split), names, labels, probs,
                            class_names)
+  step = _step(results)
   # eval/ is written whole and then replaces the last evaluation's, so TensorBoard never
   # shows two evaluations, or the part of a stopped one.
   with staging.staged(os.path.join(run_dir, rd.EVAL_DIR)) as log_dir:
     if write_figures:
-      plots.write_figures(run_dir, log_dir, results, preds, class_names)
+      plots.write_figures(run_dir, log_dir, results, preds, class_names, step=step)
     if write_figures and gradcam_galleries > 0:
       for split in (s for s in ('test', 'val') if s in preds):
         galleries.write_galleries(model, run_dir, log_dir, records_dir, split, preds[split],
                                   class_names, k=gradcam_galleries,
                                   threshold=results.get('threshold', 0.5),
                                   method=gallery_method,
-                                  step=_step(results))
-    _write_summaries(log_dir, results, step=_step(results))
+                                  step=step)
+    _write_summaries(log_dir, results, step=step)
   rd.write_json(os.path.join(run_dir, rd.METRICS), results)
   return results
 

@@ -34,7 +34,7 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str):
 
 
 def write_figures(run_dir: str, log_dir: str, results: dict[str, Any], preds,
-                  class_names) -> list[str]:
+                  class_names, step: int) -> list[str]:
   """Writes figures/*.png and the same images to the TensorBoard log in log_dir."""
   fig_dir = os.path.join(run_dir, rd.FIGURES_DIR)
   os.makedirs(fig_dir, exist_ok=True)
@@ -50,7 +50,6 @@ def write_figures(run_dir: str, log_dir: str, results: dict[str, Any], preds,
                                 'ROC, P(RDR)')
   paths = []
   writer = tf.summary.create_file_writer(log_dir)
-  step = max(0, (results.get('checkpoint_epoch') or 1) - 1)  # Keras' 0-based epoch
   for name, fig in figures.items():
     path = os.path.join(fig_dir, f'{name}.png')
     fig.savefig(path, dpi=100)

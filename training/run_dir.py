@@ -19,7 +19,6 @@
 """
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -27,6 +26,8 @@ import socket
 from typing import Any, Iterator
 
 from absl import logging
+
+from utils import staging
 
 OPERATIVE_CONFIG = 'operative_config.gin'
 CONFIG = 'config.gin'
@@ -66,7 +67,7 @@ def training_lock(run_dir: str) -> Iterator[None]:
       raise BlockingIOError(f'{run_dir} is being trained by {holder}; wait for it to end '
                             'or stop it, then run the same command again') from None
     except OSError as e:
-      if e.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
+      if e.errno not in staging.NO_LOCKS:
         raise
       logging.warning('%s: this file system has no locks (%s); nothing stops a second '
                       'train.py on this folder', run_dir, e.strerror)

@@ -26,7 +26,8 @@ LOCK = '.staging.lock'
 # A staging folder without a lock file is left by a job killed before it made its lock, or
 # by a version of the project without locks. Its age tells it from one being made now.
 UNLOCKED_LEFTOVER_AGE_S = 60.0
-_NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+# The errors of flock on a file system without locks.
+NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
 _RANDOM = '[a-z0-9_]{8}'  # tempfile.mkdtemp's part of a name
 
 
@@ -93,7 +94,7 @@ def _lock(folder: str) -> int | None:
   except OSError as e:
     os.close(fd)
     os.remove(path)
-    if e.errno not in _NO_LOCKS:
+    if e.errno not in NO_LOCKS:
       raise
     return None  # nothing tells a running job's folder from a leftover: kept as if running
   os.rename(path, os.path.join(folder, LOCK))
