@@ -216,8 +216,10 @@ def evaluate(run_dir: str, splits: Sequence[str] = ('val', 'test'),
     predictions_file.write(predictions_file.path(run_dir, split), names, labels, probs,
                            class_names)
   step = _step(results)
-  # eval/ is written whole and then replaces the last evaluation's, so TensorBoard never
-  # shows two evaluations, or the part of a stopped one.
+  # eval/ is written whole and then replaces the last evaluation's, so it never holds two
+  # evaluations, or the part of a stopped one. (TensorBoard lists the hidden staging folder
+  # as a run of its own while the evaluation writes it; one left by a killed evaluation
+  # is removed by the next.)
   with staging.staged(os.path.join(run_dir, rd.EVAL_DIR)) as log_dir:
     if write_figures:
       plots.write_figures(run_dir, log_dir, results, preds, class_names, step=step)
@@ -240,9 +242,11 @@ def _step(results: dict[str, Any]) -> int:
 
 def _write_summaries(log_dir: str, results: dict[str, Any], step: int) -> None:
   writer = tf.summary.create_file_writer(log_dir)
-  with writer.as_default():
-    for split, m in results['splits'].items():
-      for key, value in m.items():
-        if isinstance(value, float) and np.isfinite(value):
-          tf.summary.scalar(f'{split}/{key}', value, step=step)
-  writer.close()
+  try:
+    with writer.as_default():
+      for split, m in results['splits'].items():
+        for key, value in m.items():
+          if isinstance(value, float) and np.isfinite(value):
+            tf.summary.scalar(f'{split}/{key}', value, step=step)
+  finally:
+    writer.close()

@@ -50,11 +50,13 @@ def write_figures(run_dir: str, log_dir: str, results: dict[str, Any], preds,
                                 'ROC, P(RDR)')
   paths = []
   writer = tf.summary.create_file_writer(log_dir)
-  for name, fig in figures.items():
-    path = os.path.join(fig_dir, f'{name}.png')
-    fig.savefig(path, dpi=100)
-    paths.append(path)
-    with writer.as_default():
-      tf.summary.image(name, callbacks.figure_to_image(fig)[None], step=step)
-  writer.close()
+  try:
+    for name, fig in figures.items():
+      path = os.path.join(fig_dir, f'{name}.png')
+      fig.savefig(path, dpi=100)
+      paths.append(path)
+      with writer.as_default():
+        tf.summary.image(name, callbacks.figure_to_image(fig)[None], step=step)
+  finally:  # also on an error: its folder is about to be removed
+    writer.close()
   return paths

@@ -1,5 +1,6 @@
 """Staging folders: complete output replaces its target; killed jobs' leftovers go."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -87,6 +88,59 @@ def test_unlocked_leftovers_are_removed_only_when_old(tmp_path):
     os.utime(folder, (long_ago, long_ago))
   assert staging.remove_leftovers(str(target)) == [str(earlier), str(old)]
   assert fresh.is_dir() and other.is_dir() and mine.is_dir()
+
+
+@pytest.mark.parametrize('error', [KeyboardInterrupt, OSError(errno.EIO, 'I/O error')])
+def test_a_job_stopped_between_its_two_renames_puts_the_old_folder_back(
+    tmp_path, monkeypatch, error):
+  target = tmp_path / 'records'
+  target.mkdir()
+  (target / 'old.txt').write_text('old')
+  real_rename = os.rename
+
+  def rename(src, dst):
+    if os.path.basename(src).startswith('.records.tmp-'):  # the staging folder's turn
+      raise error
+    real_rename(src, dst)
+
+  monkeypatch.setattr(os, 'rename', rename)
+  with pytest.raises(type(error) if isinstance(error, OSError) else error):
+    with staging.staged(str(target)) as folder:
+      (tmp_path / folder / 'new.txt').write_text('new')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['records']
+  assert sorted(p.name for p in target.iterdir()) == ['old.txt']
+
+
+def test_without_locks_a_running_jobs_folder_is_kept(tmp_path, monkeypatch):
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(staging.fcntl, 'flock', no_locks)
+  target = tmp_path / 'records'
+  with staging.staged(str(target)) as running:
+    (tmp_path / running / 'half.txt').write_text('half')
+    # Files written into subfolders leave a folder's time as it was: it looks old.
+    long_ago = time.time() - 2 * staging.UNLOCKED_LEFTOVER_AGE_S
+    os.utime(running, (long_ago, long_ago))
+    with staging.staged(str(target)):  # a second job beside it
+      pass
+    assert (tmp_path / running / 'half.txt').read_text() == 'half'
+  assert sorted(p.name for p in target.iterdir()) == ['half.txt']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['records']
+
+
+def test_a_free_lock_of_another_host_is_kept_until_a_day_old(tmp_path):
+  target = tmp_path / 'records'
+  folders = {}
+  for age in ('fresh', 'day_old'):
+    folder = folders[age] = tmp_path / f'.records.tmp-{age[:3]}45678'
+    folder.mkdir()
+    # Written by a job on another machine, whose lock this machine may not see.
+    (folder / staging.LOCK).write_text('other-host.example 1234')
+  long_ago = time.time() - 2 * staging.OTHER_HOST_LEFTOVER_AGE_S
+  os.utime(folders['day_old'], (long_ago, long_ago))
+  assert staging.remove_leftovers(str(target)) == [str(folders['day_old'])]
+  assert folders['fresh'].is_dir()
 
 
 def test_two_jobs_publishing_at_once_keep_the_last_folder(tmp_path, monkeypatch):

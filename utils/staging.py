@@ -6,8 +6,11 @@ failed or stopped job leaves the old folder (or none) and no half-written one.
 
 A job killed outright (SIGKILL, a lost machine) cannot remove its staging folder. Each
 staging folder therefore holds a lock file, locked while its job runs (the operating system
-releases the lock when the process ends, however it ends); the next job that stages into
-the same parent folder removes staging folders whose lock is free.
+releases the lock when the process ends, however it ends) and naming the job's host; the
+next job on the same host that stages into the same parent folder removes staging folders
+whose lock is free. A folder of another host is removed only when a day old (a file system
+shared by several machines may lock for each machine alone), and on a file system without
+locks none is removed.
 """
 
 import contextlib
@@ -15,8 +18,10 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import socket
+import string
 import time
 from typing import Iterator
 
@@ -26,14 +31,34 @@ LOCK = '.staging.lock'
 # A staging folder without a lock file is left by a job killed before it made its lock, or
 # by a version of the project without locks. Its age tells it from one being made now.
 UNLOCKED_LEFTOVER_AGE_S = 60.0
+# A folder locked on another machine: its lock may not be seen from here.
+OTHER_HOST_LEFTOVER_AGE_S = 24 * 3600.0
 # The errors of flock on a file system without locks.
 NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
-_RANDOM = '[a-z0-9_]{8}'  # tempfile.mkdtemp's part of a name
+_RANDOM = '[a-z0-9_]{8}'  # the random part of a name (as tempfile.mkdtemp's)
+_RANDOM_CHARS = string.ascii_lowercase + string.digits + '_'
 
 
 def _prefixes(name: str) -> tuple[str, str]:
   """Prefixes of the folder a job writes and of the one the replaced target is moved to."""
   return f'.{name}.tmp-', f'.{name}.old-'
+
+
+def _make_dir(prefix: str, parent: str) -> str:
+  """Creates a new folder `parent/<prefix><8 random characters>` and returns its path.
+
+  Unlike tempfile.mkdtemp (mode 0o700), the folder follows the umask, so a shared folder
+  of records stays readable by others; the umask is not changed, not even for an instant.
+  """
+  for _ in range(100):
+    path = os.path.join(parent, prefix + ''.join(secrets.choice(_RANDOM_CHARS)
+                                                 for _ in range(8)))
+    try:
+      os.mkdir(path, 0o777)
+      return path
+    except FileExistsError:
+      continue
+  raise FileExistsError(errno.EEXIST, 'no unused staging folder name', parent)
 
 
 def _is_staging_name(entry: str, name: str) -> bool:
@@ -48,19 +73,27 @@ def _is_leftover(path: str) -> bool:
     # Read-write: an exclusive flock on NFS needs a file open for writing.
     fd = os.open(os.path.join(path, LOCK), os.O_RDWR)
   except FileNotFoundError:
-    try:
-      return time.time() - os.stat(path).st_mtime > UNLOCKED_LEFTOVER_AGE_S
-    except FileNotFoundError:
-      return False  # removed meanwhile
+    return _older_than(path, UNLOCKED_LEFTOVER_AGE_S)
   except OSError:
     return False
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    host = os.read(fd, 256).decode(errors='replace').partition(' ')[0]
   except OSError:  # held by a running job, or the file system has no locks: keep it
     return False
   finally:
     os.close(fd)
+  if host and host != socket.gethostname():  # its lock may be invisible from this host
+    return _older_than(path, OTHER_HOST_LEFTOVER_AGE_S)
   return True
+
+
+def _older_than(path: str, seconds: float) -> bool:
+  """Whether `path` was last changed over `seconds` ago (False if it is gone)."""
+  try:
+    return time.time() - os.stat(path).st_mtime > seconds
+  except FileNotFoundError:
+    return False  # removed meanwhile
 
 
 def remove_leftovers(target: str) -> list[str]:
@@ -84,19 +117,25 @@ def remove_leftovers(target: str) -> list[str]:
 def _lock(folder: str) -> int | None:
   """Locks a new lock file in folder; the lock lasts while the returned descriptor is open.
 
-  The file is locked under another name and then renamed to LOCK, so that no other job
-  finds it unlocked and takes the folder for a leftover.
+  The file names this host and process. It is locked under another name and then renamed
+  to LOCK, so that no other job finds it unlocked and takes the folder for a leftover. On
+  a file system without locks the file is kept all the same (None is returned): no other
+  job can lock it, so none takes the folder for a leftover.
   """
   path = os.path.join(folder, f'{LOCK}.{os.getpid()}')
   fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
   try:
+    os.write(fd, f'{socket.gethostname()} {os.getpid()}'.encode())
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
     os.close(fd)
-    os.remove(path)
     if e.errno not in NO_LOCKS:
+      os.remove(path)
       raise
-    return None  # nothing tells a running job's folder from a leftover: kept as if running
+    os.rename(path, os.path.join(folder, LOCK))
+    logging.warning('%s: this file system has no locks (%s); a folder left there by a killed '
+                    'job is not removed', os.path.dirname(folder), e.strerror)
+    return None
   os.rename(path, os.path.join(folder, LOCK))
   return fd
 
@@ -106,7 +145,7 @@ def _move_aside(target: str) -> str | None:
   parent, name = os.path.split(target)
   if not os.path.lexists(target):
     return None
-  old = tempfile.mkdtemp(prefix=_prefixes(name)[1], dir=parent)
+  old = _make_dir(_prefixes(name)[1], parent)
   try:
     os.rename(target, os.path.join(old, name))
   except FileNotFoundError:
@@ -114,31 +153,43 @@ def _move_aside(target: str) -> str | None:
   return old
 
 
+def _put_back(old: str, target: str) -> None:
+  """Puts the folder moved aside into `old` back at `target`, unless another job put its
+  own there meanwhile; then removes `old`."""
+  moved = os.path.join(old, os.path.basename(target))
+  if os.path.lexists(moved) and not os.path.lexists(target):
+    try:
+      os.rename(moved, target)
+    except OSError:
+      return  # kept in `old`: a later job removes it once it is a leftover
+  shutil.rmtree(old, ignore_errors=True)
+
+
 def publish(staging: str, target: str) -> None:
   """Replaces `target` (a folder, or nothing) with the complete `staging` folder.
 
-  When two jobs publish the same target at once, the last one's folder is kept.
+  When two jobs publish the same target at once, the last one's folder is kept. If the
+  replacement fails or is interrupted, the previous `target` is put back.
   """
   target = os.path.abspath(target)
   lock = os.path.join(staging, LOCK)
   if os.path.exists(lock):
     os.remove(lock)  # the descriptor keeps the lock until the caller closes it
-  # mkdtemp's 0o700 would hide a shared folder from other users; the umask decides.
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(staging, 0o777 & ~umask)
   for attempt in range(3):
     old = _move_aside(target)
     try:
       os.rename(staging, target)
-      return
-    except OSError as e:
-      # Another job put its folder in place after this one moved the target aside.
-      if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
-        raise
-    finally:
+    except BaseException as e:
       if old:
-        shutil.rmtree(old, ignore_errors=True)
+        _put_back(old, target)
+      # Another job put its folder in place after this one moved the target aside.
+      if (isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST)
+          and attempt < 2):
+        continue
+      raise
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    return
 
 
 @contextlib.contextmanager
@@ -154,7 +205,7 @@ def staged(target: str) -> Iterator[str]:
   parent, name = os.path.split(target)
   os.makedirs(parent, exist_ok=True)
   remove_leftovers(target)
-  staging = tempfile.mkdtemp(prefix=_prefixes(name)[0], dir=parent)
+  staging = _make_dir(_prefixes(name)[0], parent)
   fd = None
   try:
     fd = _lock(staging)

@@ -111,24 +111,26 @@ def write_galleries(model: keras.Model, run_dir: str, log_dir: str, records_dir:
   binary = len(class_names) == 2
   writer = tf.summary.create_file_writer(log_dir)
   paths = []
-  for category, indices in chosen.items():
-    if not len(indices):
-      logging.info('gallery %s/%s: no photograph in this category', split, category)
-      continue
-    batch = np.stack([images[i] for i in indices])
-    called = ((probs[indices, 1] >= threshold).astype(int) if binary
-              else probs[indices].argmax(axis=1))
-    heatmaps = visualization.attribute(method, model, batch, class_index=called)
-    titles = [f'{names[i]}\n{class_names[c]} p={probs[i, c]:.2f}, '
-              f'truth {class_names[labels[i]]}' for i, c in zip(indices, called)]
-    fig = overlays.gallery_figure(batch, heatmaps, titles,
-                                  f'{split}: {category.replace("_", " ")} ({method})')
-    path = overlays.save_figure(
-        fig, os.path.join(run_dir, rd.FIGURES_DIR, f'{method}_{split}_{category}.png'))
-    paths.append(path)
-    with writer.as_default():
-      png = tf.io.decode_png(tf.io.read_file(path), channels=4)
-      tf.summary.image(f'{method}_{split}/{category}', png[None], step=step)
-  writer.close()
+  try:
+    for category, indices in chosen.items():
+      if not len(indices):
+        logging.info('gallery %s/%s: no photograph in this category', split, category)
+        continue
+      batch = np.stack([images[i] for i in indices])
+      called = ((probs[indices, 1] >= threshold).astype(int) if binary
+                else probs[indices].argmax(axis=1))
+      heatmaps = visualization.attribute(method, model, batch, class_index=called)
+      titles = [f'{names[i]}\n{class_names[c]} p={probs[i, c]:.2f}, '
+                f'truth {class_names[labels[i]]}' for i, c in zip(indices, called)]
+      fig = overlays.gallery_figure(batch, heatmaps, titles,
+                                    f'{split}: {category.replace("_", " ")} ({method})')
+      path = overlays.save_figure(
+          fig, os.path.join(run_dir, rd.FIGURES_DIR, f'{method}_{split}_{category}.png'))
+      paths.append(path)
+      with writer.as_default():
+        png = tf.io.decode_png(tf.io.read_file(path), channels=4)
+        tf.summary.image(f'{method}_{split}/{category}', png[None], step=step)
+  finally:  # also on an error: its folder is about to be removed
+    writer.close()
   logging.info('wrote %d %s galleries of %s', len(paths), method, split)
   return paths
