@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark on the real IDRiD copy and prints the figures of the README table,
-# in under 5 minutes on the 2-core VM of the README's "Speed" (about 4 on a half-speed day).
+# in under 5 minutes on the 2-core AVX-512 VM of the README's "Speed" (about 4 on a half-speed
+# day; 13 to 14 minutes on a 2-core AVX2 VM, see the README).
 #   bash benchmarks/run_all.sh [IDRID_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +38,17 @@ run() {
 run 'TFRecord build' benchmarks/build_tfrecords.py --data_dir="$DATA" --out_dir="$OUT/tfr"
 run 'input pipeline' benchmarks/input_pipeline.py --records_dir="$OUT/tfr" --batches=60
 run 'default model' benchmarks/train_step.py --settings=default:16,default:32 --steps=10
+# Mixed bfloat16 is timed only on a CPU that computes bfloat16 natively (AVX512_BF16 or
+# AMX). Elsewhere it is emulated and several times slower than float32 (14.6 against 53
+# images/s on a 2-core AVX2 EPYC), and its three rounds alone took minutes.
+settings=default:32,xla:32
+if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
+  settings=default:32,bf16:32,xla:32
+else
+  echo "  (mixed bfloat16 not timed: this CPU has no native bfloat16, AVX512_BF16 or AMX)"
+fi
 run 'IDRiD model' benchmarks/train_step.py --gin_file=configs/idrid_binary.gin \
-    --settings=default:32,bf16:32,xla:32 --records_dir="$OUT/tfr" --epoch_batch=32 \
+    --settings="$settings" --records_dir="$OUT/tfr" --epoch_batch=32 \
     --epoch_modes=default --epoch_rounds=5 --epochs=4 --steps=10
 run 'inference' benchmarks/inference.py
 run 'training memory' benchmarks/train_memory.py --data_dir="$DATA" --run_dir="$OUT/run"
