@@ -3,6 +3,7 @@
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,6 +142,32 @@ def test_a_free_lock_of_another_host_is_kept_until_a_day_old(tmp_path):
   os.utime(folders['day_old'], (long_ago, long_ago))
   assert staging.remove_leftovers(str(target)) == [str(folders['day_old'])]
   assert folders['fresh'].is_dir()
+
+
+def test_a_free_lock_of_a_running_process_is_kept(tmp_path):
+  # A job where the file system had no locks, seen by one where flock works.
+  target = tmp_path / 'records'
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  folders = {}
+  for who, pid in (('running', os.getpid()), ('gone', dead.pid)):
+    folder = folders[who] = tmp_path / f'.records.tmp-{who[:3]}45678'
+    folder.mkdir()
+    (folder / staging.LOCK).write_text(f'{socket.gethostname()} {pid}')
+  assert staging.remove_leftovers(str(target)) == [str(folders['gone'])]
+  assert folders['running'].is_dir()
+
+
+def test_a_target_left_aside_by_a_killed_job_is_put_back(tmp_path):
+  target = tmp_path / 'records'
+  aside = tmp_path / '.records.old-a1b2c3d4'  # killed between its two renames
+  (aside / 'records').mkdir(parents=True)
+  (aside / 'records' / 'old.txt').write_text('old')
+  long_ago = time.time() - 2 * staging.UNLOCKED_LEFTOVER_AGE_S
+  os.utime(aside, (long_ago, long_ago))
+  assert staging.remove_leftovers(str(target)) == [str(aside)]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['records']
+  assert (target / 'old.txt').read_text() == 'old'
 
 
 def test_two_jobs_publishing_at_once_keep_the_last_folder(tmp_path, monkeypatch):

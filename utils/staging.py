@@ -8,9 +8,10 @@ A job killed outright (SIGKILL, a lost machine) cannot remove its staging folder
 staging folder therefore holds a lock file, locked while its job runs (the operating system
 releases the lock when the process ends, however it ends) and naming the job's host; the
 next job on the same host that stages into the same parent folder removes staging folders
-whose lock is free. A folder of another host is removed only when a day old (a file system
-shared by several machines may lock for each machine alone), and on a file system without
-locks none is removed.
+whose lock is free and whose process is gone. A folder of another host is removed only when
+a day old (a file system shared by several machines may lock for each machine alone; hosts
+are told apart by their names). A job killed while replacing its target left the target
+in a `.<name>.old-*` folder; the next job puts it back.
 """
 
 import contextlib
@@ -78,13 +79,24 @@ def _is_leftover(path: str) -> bool:
     return False
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    host = os.read(fd, 256).decode(errors='replace').partition(' ')[0]
+    host, _, pid = os.read(fd, 256).decode(errors='replace').partition(' ')
   except OSError:  # held by a running job, or the file system has no locks: keep it
     return False
   finally:
     os.close(fd)
   if host and host != socket.gethostname():  # its lock may be invisible from this host
     return _older_than(path, OTHER_HOST_LEFTOVER_AGE_S)
+  # A job that could not lock (no locks where it ran) is told by its process.
+  return not (pid.isdigit() and _process_exists(int(pid)))
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # another user's process
+    return True
   return True
 
 
@@ -97,8 +109,13 @@ def _older_than(path: str, seconds: float) -> bool:
 
 
 def remove_leftovers(target: str) -> list[str]:
-  """Removes the staging folders of `target` left by jobs that are gone; returns them."""
-  parent, name = os.path.split(os.path.abspath(target))
+  """Removes the staging folders of `target` left by jobs that are gone; returns them.
+
+  A job killed between moving `target` aside and putting its own folder in place left
+  `target` inside its `.<name>.old-*` folder: that is put back, not removed.
+  """
+  target = os.path.abspath(target)
+  parent, name = os.path.split(target)
   try:
     entries = os.listdir(parent)
   except FileNotFoundError:
@@ -108,6 +125,12 @@ def remove_leftovers(target: str) -> list[str]:
     path = os.path.join(parent, entry)
     if (_is_staging_name(entry, name) and os.path.isdir(path)
         and not os.path.islink(path) and _is_leftover(path)):
+      if entry.startswith(_prefixes(name)[1]) and not os.path.lexists(target):
+        _put_back(path, target)
+        if os.path.lexists(path):
+          continue  # could not be put back: kept, and said so
+        if os.path.lexists(target):
+          logging.warning('put %s back: a job was stopped while replacing it', target)
       shutil.rmtree(path, ignore_errors=True)
       logging.info('removed %s, left by a job that was stopped', path)
       removed.append(path)
@@ -160,8 +183,9 @@ def _put_back(old: str, target: str) -> None:
   if os.path.lexists(moved) and not os.path.lexists(target):
     try:
       os.rename(moved, target)
-    except OSError:
-      return  # kept in `old`: a later job removes it once it is a leftover
+    except OSError as e:
+      logging.warning('could not put %s back (%s); it is in %s', target, e.strerror, old)
+      return  # kept in `old`: a later job puts it back once `old` is a leftover
   shutil.rmtree(old, ignore_errors=True)
 
 
