@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Sequence
 
@@ -241,12 +242,9 @@ def _step(results: dict[str, Any]) -> int:
 
 
 def _write_summaries(log_dir: str, results: dict[str, Any], step: int) -> None:
-  writer = tf.summary.create_file_writer(log_dir)
-  try:
-    with writer.as_default():
-      for split, m in results['splits'].items():
-        for key, value in m.items():
-          if isinstance(value, float) and np.isfinite(value):
-            tf.summary.scalar(f'{split}/{key}', value, step=step)
-  finally:
-    writer.close()
+  with contextlib.closing(tf.summary.create_file_writer(log_dir)) as writer, \
+      writer.as_default():
+    for split, m in results['splits'].items():
+      for key, value in m.items():
+        if isinstance(value, float) and np.isfinite(value):
+          tf.summary.scalar(f'{split}/{key}', value, step=step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -49,14 +50,12 @@ def write_figures(run_dir: str, log_dir: str, results: dict[str, Any], preds,
     figures['roc'] = roc_figure({s: (p[1], p[0][:, 1]) for s, p in preds.items()},
                                 'ROC, P(RDR)')
   paths = []
-  writer = tf.summary.create_file_writer(log_dir)
-  try:
+  # Closed on an error too: its folder is about to be removed.
+  with contextlib.closing(tf.summary.create_file_writer(log_dir)) as writer:
     for name, fig in figures.items():
       path = os.path.join(fig_dir, f'{name}.png')
       fig.savefig(path, dpi=100)
       paths.append(path)
       with writer.as_default():
         tf.summary.image(name, callbacks.figure_to_image(fig)[None], step=step)
-  finally:  # also on an error: its folder is about to be removed
-    writer.close()
   return paths

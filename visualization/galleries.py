@@ -17,6 +17,7 @@ written twice:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Sequence
 
@@ -109,9 +110,9 @@ def write_galleries(model: keras.Model, run_dir: str, log_dir: str, records_dir:
   chosen = select(probs, labels, k, threshold)
   images = _images_at(records_dir, split, np.concatenate(list(chosen.values())))
   binary = len(class_names) == 2
-  writer = tf.summary.create_file_writer(log_dir)
   paths = []
-  try:
+  # Closed on an error too: its folder is about to be removed.
+  with contextlib.closing(tf.summary.create_file_writer(log_dir)) as writer:
     for category, indices in chosen.items():
       if not len(indices):
         logging.info('gallery %s/%s: no photograph in this category', split, category)
@@ -130,7 +131,5 @@ def write_galleries(model: keras.Model, run_dir: str, log_dir: str, records_dir:
       with writer.as_default():
         png = tf.io.decode_png(tf.io.read_file(path), channels=4)
         tf.summary.image(f'{method}_{split}/{category}', png[None], step=step)
-  finally:  # also on an error: its folder is about to be removed
-    writer.close()
   logging.info('wrote %d %s galleries of %s', len(paths), method, split)
   return paths
